@@ -1,0 +1,19 @@
+"""Keeps RecBole 1.2.1 importable and quiet on today's numpy, torch and setuptools.
+
+Imported by ``recbole_lsc/__init__.py`` before any recbole module. It only adds aliases
+that newer numpy removed and silences warnings RecBole triggers every epoch; it does not
+touch ``torch.load`` (checkpoints are handled safely in :mod:`recbole_lsc.checkpoint`).
+"""
+
+import warnings
+
+import numpy as np
+
+# RecBole's Config.compatibility_settings() reads these names; numpy 2 removed them.
+for _old, _new in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_), ("bool8", np.bool_)):
+    if not hasattr(np, _old):
+        setattr(np, _old, _new)
+
+warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)
+warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*")
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\..*")

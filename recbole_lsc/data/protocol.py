@@ -1,0 +1,143 @@
+"""The device-cloud protocol (LSC4REC.md section 2) on top of one RecBole dataset.
+
+For a user sequence i_1..i_n (RecBole's LS valid_and_test split, order TO) the test target
+is i_n, the validation target i_{n-1} and the training targets i_2..i_{n-2}. With
+``cloud_lag`` = g the cloud has not seen the newest g interactions:
+
+* every sample has a **fresh** history (what the device sees: all items before the target)
+  and a **stale** one (what the cloud sees: the fresh history minus its last g items);
+* ``llm_train``: samples whose target the cloud has seen (targets i_2..i_{n-2-g});
+* ``retrain``: the freshest training samples, whose targets the cloud has not seen
+  (i_{n-1-g}..i_{n-2}), for the device's adaptive re-training.
+
+A sample is stored as (user, position of its target in the user's sequence); histories of
+any length are cut from the sequence on demand, so the SRM (short) and the LLM (long) read
+the same samples with different ``max_len``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from recbole.data.interaction import Interaction
+
+PHASES = ("train", "valid", "test", "llm_train", "retrain")
+VIEWS = ("fresh", "stale")
+
+
+def user_sequences(dataset):
+    """Each user's full item sequence, in RecBole's order, from an augmented SequentialDataset.
+
+    RecBole turns a sequence i_1..i_n into samples (i_1..i_{t-1} -> i_t), stably sorted by
+    (user, time). The sequence is therefore the first sample's first history item followed
+    by every target in order. Works before and after ``dataset.build()`` (which re-sorts rows
+    stably by time). Returns a list indexed by user id (index 0 = padding user: empty).
+    """
+    inter = dataset.inter_feat
+    users = inter[dataset.uid_field].numpy()
+    targets = inter[dataset.iid_field].numpy()
+    first_items = inter[dataset.item_id_list_field][:, 0].numpy()
+    order = np.argsort(users, kind="stable")
+    users, targets, first_items = users[order], targets[order], first_items[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    sequences = [np.zeros(0, dtype=np.int64) for _ in range(dataset.user_num)]
+    for start, end in zip(starts, ends):
+        sequences[users[start]] = np.r_[first_items[start], targets[start:end]].astype(np.int64)
+    return sequences
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Next-item samples: ``target = sequence[user][position]``, history = items before it."""
+
+    user: np.ndarray
+    position: np.ndarray
+
+    def __len__(self):
+        return len(self.user)
+
+
+class DeviceCloudProtocol:
+    """Fresh/stale histories and phase samples for every user of a dataset.
+
+    Args:
+        sequences: list indexed by user id of int arrays (chronological item ids).
+        cloud_lag: g, how many of the newest interactions the cloud has not seen.
+    """
+
+    def __init__(self, sequences, cloud_lag=2):
+        if cloud_lag < 0:
+            raise ValueError(f"cloud_lag must be >= 0, got {cloud_lag}")
+        self.cloud_lag = int(cloud_lag)
+        self.lengths = np.array([len(seq) for seq in sequences], dtype=np.int64)
+        self.offsets = np.r_[0, np.cumsum(self.lengths)[:-1]].astype(np.int64)
+        self.items = np.concatenate([np.asarray(seq, dtype=np.int64) for seq in sequences] or [np.zeros(0, np.int64)])
+        self._samples = {phase: self._phase_samples(phase) for phase in PHASES}
+
+    @classmethod
+    def from_dataset(cls, dataset, cloud_lag=2):
+        return cls(user_sequences(dataset), cloud_lag)
+
+    def _phase_samples(self, phase):
+        g, n = self.cloud_lag, self.lengths
+        # 0-based target positions per user: [low, high) ; test = n-1, valid = n-2, train 1..n-3
+        low, high = {
+            "test": (n - 1, n),
+            "valid": (n - 2, n - 1),
+            "train": (np.ones_like(n), n - 2),
+            "llm_train": (np.ones_like(n), n - 2 - g),
+            "retrain": (n - 2 - g, n - 2),
+        }[phase]
+        low = np.maximum(low, 1)  # a target needs at least one item before it
+        high = np.maximum(high, low)
+        counts = high - low
+        users = np.repeat(np.arange(len(n)), counts)
+        positions = np.repeat(low - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(counts.sum())
+        return Samples(user=users, position=positions.astype(np.int64))
+
+    def samples(self, phase):
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase '{phase}', expected one of {PHASES}")
+        return self._samples[phase]
+
+    def targets(self, samples):
+        return self.items[self.offsets[samples.user] + samples.position]
+
+    def history_end(self, samples, view):
+        """Exclusive end position of the history: the target (fresh) or g items earlier (stale)."""
+        if view == "fresh":
+            return samples.position
+        if view == "stale":
+            return np.maximum(samples.position - self.cloud_lag, 0)
+        raise ValueError(f"unknown view '{view}', expected one of {VIEWS}")
+
+    def history(self, samples, view, max_len):
+        """Right-padded histories keeping the newest ``max_len`` items, RecBole style.
+
+        Returns ``(item_seq [N, max_len] int64, item_len [N] int64)``; padding id is 0.
+        """
+        end = self.history_end(samples, view)
+        length = np.minimum(end, max_len)
+        start = end - length
+        cols = np.arange(max_len)
+        index = (self.offsets[samples.user] + start)[:, None] + cols[None, :]
+        valid = cols[None, :] < length[:, None]
+        seq = np.where(valid, self.items[np.where(valid, index, 0)] if len(self.items) else 0, 0)
+        return seq.astype(np.int64), length.astype(np.int64)
+
+    def interaction(self, samples, view, max_len, fields):
+        """A RecBole Interaction that any sequential model's ``predict``/``full_sort_predict`` reads.
+
+        ``fields`` maps roles to field names: ``user``, ``item``, ``item_seq``, ``item_seq_len``
+        (from the model: ``USER_ID``, ``ITEM_ID``, ``ITEM_SEQ``, ``ITEM_SEQ_LEN``).
+        """
+        seq, length = self.history(samples, view, max_len)
+        return Interaction(
+            {
+                fields["user"]: torch.from_numpy(samples.user),
+                fields["item"]: torch.from_numpy(self.targets(samples)),
+                fields["item_seq"]: torch.from_numpy(seq),
+                fields["item_seq_len"]: torch.from_numpy(length),
+            }
+        )

@@ -1,0 +1,21 @@
+"""One exception family for every input problem the user can fix.
+
+The CLI prints such an error as a single line (``error: ...``) and exits with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+
+class LSCError(Exception):
+    """A problem with the user's input, stated with what to do about it."""
+
+
+class ConfigError(LSCError):
+    """Bad model name, malformed yaml, unknown or mistyped config value."""
+
+
+class DatasetNotFoundError(LSCError):
+    """The dataset's atomic files are not on this machine."""
+
+
+class CheckpointError(LSCError):
+    """A checkpoint file is corrupt, truncated, or was not written by recbole-lsc."""

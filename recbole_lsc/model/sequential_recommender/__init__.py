@@ -1,0 +1,1 @@
+"""Plugin sequential models (one class per file, file name = class name in lower case)."""

@@ -1,0 +1,113 @@
+"""``results.json`` and the console table every run produces.
+
+Layout (stable; later stages add top-level keys)::
+
+    {"dataset": str, "model": str, "config": {...}, "versions": {...},
+     "results": [{"name": str, "role": str, "valid": {metric: value}, "test": {metric: value}}]}
+
+Metric names are RecBole's, in lower case (``hit@10``, ``ndcg@10``, ``mrr@10``).
+Roles: ``srm``, ``srm_rerank``, ``llm_stale``, ``llm_fresh``, ``lsc4rec``, ``ablation``.
+"""
+
+import datetime
+import enum
+import importlib.metadata
+import json
+import os
+import tempfile
+
+ROLES = ("srm", "srm_rerank", "llm_stale", "llm_fresh", "lsc4rec", "ablation")
+_VERSIONED = ("recbole-lsc", "recbole", "torch", "numpy", "pandas", "transformers", "peft")
+
+
+def metric_dict(result):
+    """RecBole's evaluation OrderedDict as plain ``{lower-case name: float}``."""
+    return {str(key).lower(): round(float(value), 6) for key, value in (result or {}).items()}
+
+
+def result_row(name, role, valid, test, **extra):
+    if role not in ROLES:
+        raise ValueError(f"unknown result role '{role}', expected one of {ROLES}")
+    return {"name": name, "role": role, "valid": metric_dict(valid), "test": metric_dict(test), **extra}
+
+
+def _jsonable(value):
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return str(value)
+
+
+def config_snapshot(config):
+    """The run's final config as JSON-safe values (enums by name, devices as strings)."""
+    return _jsonable(dict(config.final_config_dict))
+
+
+def package_versions():
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def run_directory(config):
+    """``<results_dir>/<run_name>``; the run name defaults to ``<model>-<dataset>-<time>``."""
+    name = config["run_name"] or "{}-{}-{}".format(
+        config["model"], config["dataset"], datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    )
+    return os.path.join(config["results_dir"], name)
+
+
+def write_json_atomic(path, payload):
+    """Write JSON through a temporary file in the same folder and rename it into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.remove(tmp)
+        raise
+
+
+def write_results(config, rows, **extra):
+    """Write ``results.json`` for this run and return its path."""
+    payload = {
+        "dataset": config["dataset"],
+        "model": config["model"],
+        "config": config_snapshot(config),
+        "versions": package_versions(),
+        "results": rows,
+        **extra,
+    }
+    path = os.path.join(run_directory(config), "results.json")
+    write_json_atomic(path, payload)
+    return path
+
+
+def markdown_table(rows, split="test", metrics=None):
+    """Rows as a markdown table of one split's metrics (all metrics of the first row by default)."""
+    if not rows:
+        return "(no results)"
+    metrics = metrics or list(rows[0][split].keys())
+    lines = [
+        "| name | role | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
+    for row in rows:
+        values = " | ".join(f"{row[split][m]:.4f}" if m in row[split] else "-" for m in metrics)
+        lines.append(f"| {row['name']} | {row['role']} | {values} |")
+    return "\n".join(lines)
