@@ -1,0 +1,201 @@
+"""LLMRec: item tokens, exact candidates, save/load, LoRA on a local backbone, bad paths."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from recbole.data import create_dataset
+
+from recbole_lsc.config import LSCConfig
+from recbole_lsc.data import DeviceCloudProtocol, model_fields
+from recbole_lsc.data.item_text import item_titles
+from recbole_lsc.errors import CheckpointError, ConfigError
+from recbole_lsc.model.sequential_recommender.llmrec import LLMRec
+from recbole_lsc.quick_start import run_recbole_lsc
+
+TINY_LLM = {
+    "llm_hidden_size": 16,
+    "llm_layers": 1,
+    "llm_heads": 2,
+    "llm_max_len": 8,
+    "llm_epochs": 2,
+    "llm_batch_size": 64,
+    "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "movie_title"]},
+}
+
+
+def make_config(tiny_config, **extra):
+    return LSCConfig("LLMRec", "mltiny", config_dict={**tiny_config, **TINY_LLM, **extra})
+
+
+@pytest.fixture
+def setup(tiny_config):
+    config = make_config(tiny_config)
+    dataset = create_dataset(config)
+    protocol = DeviceCloudProtocol.from_dataset(dataset, config["cloud_lag"])
+    torch.manual_seed(0)
+    model = LLMRec(config, dataset).eval()
+    return config, dataset, protocol, model
+
+
+def test_titles_map_to_the_right_items(tiny_config):
+    config = make_config(tiny_config)
+    dataset = create_dataset(config)
+    titles = item_titles(dataset, "movie_title")
+    assert len(titles) == dataset.item_num and titles[0] == ""
+    # ml-100k: item 242 is "Kolya" and item 50 is "Star Wars"
+    assert titles[dataset.token2id("item_id", "242")] == "Kolya"
+    assert titles[dataset.token2id("item_id", "50")] == "Star Wars"
+
+
+def test_item_token_map_round_trip(setup):
+    _, dataset, _, model = setup
+    assert model.item_tokens[0] == "[PAD]"
+    assert model.item_embedding.num_embeddings == dataset.item_num
+    for token in ("242", "50", "1"):
+        item_id = dataset.token2id("item_id", token)
+        assert model.item_tokens[item_id] == token
+        assert dataset.id2token("item_id", [item_id])[0] == token
+
+
+def test_candidates_valid_unique_sorted_and_equal_to_full_sort_top(setup):
+    _, _, protocol, model = setup
+    batch = protocol.interaction(protocol.samples("test"), "stale", 8, model_fields(model))
+    ids, scores = model.top_candidates(batch["item_id_list"], batch["item_length"], 20)
+    assert ids.shape == scores.shape == (len(batch), 20)
+    assert (ids > 0).all() and (ids < model.n_items).all()
+    assert all(len(set(row.tolist())) == 20 for row in ids)
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    full = model.full_sort_predict(batch)
+    assert torch.isinf(full[:, 0]).all()
+    top_scores, top_ids = torch.topk(full, 20, dim=1)
+    assert torch.equal(top_ids, ids) and torch.allclose(top_scores, scores)
+    # log-probabilities over the catalogue
+    assert torch.allclose(full.exp().sum(1), torch.ones(len(batch)), atol=1e-4)
+
+
+def test_masked_history_never_recommended(tiny_config):
+    config = make_config(tiny_config, llm_mask_history=True)
+    dataset = create_dataset(config)
+    protocol = DeviceCloudProtocol.from_dataset(dataset, 2)
+    model = LLMRec(config, dataset).eval()
+    batch = protocol.interaction(protocol.samples("test"), "fresh", 8, model_fields(model))
+    ids, _ = model.top_candidates(batch["item_id_list"], batch["item_length"], 30)
+    for row, history in zip(ids.tolist(), batch["item_id_list"].tolist()):
+        assert not set(row) & (set(history) - {0})
+
+
+def test_candidate_num_out_of_range(setup):
+    _, dataset, protocol, model = setup
+    batch = protocol.interaction(protocol.samples("test"), "stale", 8, model_fields(model))
+    for bad in (0, dataset.item_num):
+        with pytest.raises(ConfigError, match="candidate_num must be between 1 and"):
+            model.top_candidates(batch["item_id_list"], batch["item_length"], bad)
+
+
+def test_save_load_reproduces_candidates(setup, tmp_path):
+    config, dataset, protocol, model = setup
+    folder = str(tmp_path / "llm")
+    model.save_pretrained(folder, config)
+    assert os.path.isfile(os.path.join(folder, "backbone", "model.safetensors"))
+    loaded = LLMRec.from_pretrained(folder, config, dataset).eval()
+    batch = protocol.interaction(protocol.samples("test"), "stale", 8, model_fields(model))
+    ids_a, scores_a = model.top_candidates(batch["item_id_list"], batch["item_length"], 10)
+    ids_b, scores_b = loaded.top_candidates(batch["item_id_list"], batch["item_length"], 10)
+    assert torch.equal(ids_a, ids_b) and torch.equal(scores_a, scores_b)
+
+
+def test_load_refuses_other_catalogue(setup, tmp_path):
+    config, dataset, _, model = setup
+    folder = str(tmp_path / "llm")
+    model.save_pretrained(folder, config)
+    model.item_tokens[5] = "something else"
+    model.save_pretrained(folder, config)
+    with pytest.raises(CheckpointError, match="another item catalogue"):
+        LLMRec.from_pretrained(folder, config, dataset)
+
+
+def _save_local_llama(folder, words, with_tokenizer=True):
+    """A tiny random Llama + word-level tokenizer, saved like any Hugging Face model folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "[PAD]": 1, "<s>": 2}
+    for word in words:
+        vocab.setdefault(word, len(vocab))
+    if with_tokenizer:
+        core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+        core.pre_tokenizer = pre_tokenizers.Whitespace()
+        PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>").save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64, bos_token_id=2)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return vocab
+
+
+def test_lora_on_local_backbone_and_title_init(tiny_config, tmp_path):
+    folder = str(tmp_path / "local-llama")
+    probe = create_dataset(make_config(tiny_config))
+    titles = item_titles(probe, "movie_title")
+    vocab = _save_local_llama(folder, " ".join(titles).split())
+    config = make_config(tiny_config, llm_backbone=folder, llm_lora=True, llm_lora_r=4, llm_prompt="history :")
+    dataset = create_dataset(config)
+    model = LLMRec(config, dataset)
+    # only LoRA adapters and item tokens train; the backbone's own weights are frozen
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert "item_embedding.weight" in trainable
+    assert any("lora_A" in name for name in trainable)
+    assert not any("lora" not in name and name.startswith("backbone") for name in trainable)
+    # item token of "Star Wars" = mean of the embeddings of "Star" and "Wars"
+    table = model.backbone.get_base_model().get_input_embeddings().weight
+    star_wars = dataset.token2id("item_id", "50")
+    expected = table[[vocab["Star"], vocab["Wars"]]].mean(0)
+    assert torch.allclose(model.item_embedding.weight[star_wars], expected)
+    # one LoRA training step runs, and save/load (adapter only) reproduces the scores
+    protocol = DeviceCloudProtocol.from_dataset(dataset, 2)
+    items, lengths = protocol.cloud_training_windows(8)
+    loss = model.window_loss(torch.from_numpy(items[:16]), torch.from_numpy(lengths[:16]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    model.eval()
+    out = str(tmp_path / "saved-lora")
+    model.save_pretrained(out, config)
+    assert os.path.isfile(os.path.join(out, "backbone", "adapter_model.safetensors"))
+    loaded = LLMRec.from_pretrained(out, config, dataset).eval()
+    batch = protocol.interaction(protocol.samples("valid"), "fresh", 8, model_fields(model))
+    assert torch.allclose(model.full_sort_predict(batch), loaded.full_sort_predict(batch))
+
+
+@pytest.mark.parametrize(
+    "backbone, message",
+    [("/no/such/model/dir", "neither 'tiny'"), ("EMPTY", "no config.json")],
+)
+def test_bad_backbone_path(tiny_config, tmp_path, backbone, message):
+    if backbone == "EMPTY":
+        backbone = str(tmp_path / "empty")
+        os.makedirs(backbone)
+    config = make_config(tiny_config, llm_backbone=backbone)
+    dataset = create_dataset(config)
+    with pytest.raises(ConfigError, match=message):
+        LLMRec(config, dataset)
+
+
+def test_backbone_without_tokenizer_when_titles_are_used(tiny_config, tmp_path):
+    folder = str(tmp_path / "no-tokenizer")
+    _save_local_llama(folder, ["a"], with_tokenizer=False)
+    config = make_config(tiny_config, llm_backbone=folder)
+    with pytest.raises(ConfigError, match="has no tokenizer"):
+        LLMRec(config, create_dataset(config))
+
+
+def test_llmrec_run_writes_stale_and_fresh_rows(tiny_config):
+    out = run_recbole_lsc("LLMRec", "mltiny", config_dict={**tiny_config, **TINY_LLM, "run_name": "llm"})
+    roles = [row["role"] for row in out["rows"]]
+    assert roles == ["llm_stale", "llm_fresh"]
+    for row in out["rows"]:
+        assert 0 <= row["test"]["ndcg@10"] <= row["test"]["hit@10"] <= 1
+    recall = out["llm"]["stale_test"]
+    assert 0 <= recall["candidate_recall@50"] <= recall["candidate_recall@100"] <= 1
+    assert out["llm"]["llm_epochs_trained"] >= 1
