@@ -3,6 +3,10 @@
 Imported by ``recbole_lsc/__init__.py`` before any recbole module. It only adds aliases
 that newer numpy removed and silences warnings RecBole triggers every epoch; it does not
 touch ``torch.load`` (checkpoints are handled safely in :mod:`recbole_lsc.checkpoint`).
+
+It also switches autograd anomaly detection back off: RecBole's ``sine.py`` turns it on for
+the whole process when ``recbole.model.sequential_recommender`` is imported, which halves
+training speed without changing any result.
 """
 
 import warnings
@@ -17,3 +21,8 @@ for _old, _new in (("float_", np.float64), ("complex_", np.complex128), ("unicod
 warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)
 warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*")
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\..*")
+
+import recbole.model.sequential_recommender  # noqa: E402,F401  (runs sine.py's global switch once)
+import torch  # noqa: E402
+
+torch.autograd.set_detect_anomaly(False)

@@ -53,18 +53,26 @@ class LSCConfig(Config):
 
     # ------------------------------------------------------------------ loading
     def _load_config_files(self, file_list):
+        loaded = {}
         for file in file_list or []:
             if not os.path.isfile(file):
                 raise ConfigError(f"config file '{file}' does not exist; check the path given to --config_files")
-        try:
-            loaded = super()._load_config_files(file_list)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise ConfigError(f"malformed yaml in a config file{where}: {problem}; fix the yaml syntax") from None
-        except AttributeError:
-            raise ConfigError("a config file is not a yaml mapping of 'key: value' lines; fix its content") from None
+            with open(file, encoding="utf-8") as handle:
+                try:
+                    values = yaml.load(handle.read(), Loader=self.yaml_loader)
+                except yaml.YAMLError as err:
+                    mark = getattr(err, "problem_mark", None)
+                    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+                    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                    raise ConfigError(f"malformed yaml in '{file}'{where}: {problem}; fix the yaml syntax") from None
+            if values is None:  # empty or comments only
+                continue
+            if not isinstance(values, dict):
+                raise ConfigError(
+                    f"config file '{file}' is not a yaml mapping of 'key: value' lines "
+                    f"(it holds a {type(values).__name__}); fix its content"
+                )
+            loaded.update(values)
         return loaded
 
     def _load_cmd_line(self):

@@ -23,7 +23,7 @@ def get_model(model_name):
                 return getattr(module, model_name)
     try:
         return recbole_get_model(model_name)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, ImportError):  # ImportError: exlib models need lightgbm/xgboost
         raise ConfigError(
             f"unknown model '{model_name}': neither a recbole-lsc nor a RecBole model (names are "
             f"case-sensitive); sequential models include {', '.join(known_sequential_models())}"

@@ -8,6 +8,7 @@ beam search over digit strings). With a pretrained backbone the item tokens star
 mean embedding of their title's tokens and the backbone is tuned with peft LoRA.
 """
 
+import copy
 import json
 import logging
 import os
@@ -161,6 +162,27 @@ class LLMRec(SequentialRecommender):
             )
         scores, ids = torch.topk(log_probs, num, dim=1)
         return ids, scores
+
+    @torch.no_grad()
+    def as_causal_lm(self):
+        """A plain Hugging Face causal LM whose vocabulary holds the item tokens.
+
+        Returns ``(model, item_offset)``: item ``i`` is token ``item_offset + i`` (input and
+        output embedding), so standard tooling (``generate``, beam search) runs on the same
+        weights. LoRA adapters are merged into a copy; this model is left unchanged.
+        """
+        backbone = copy.deepcopy(self.backbone)
+        if _is_peft(backbone):
+            backbone = backbone.merge_and_unload()
+        offset = backbone.get_input_embeddings().num_embeddings
+        backbone.resize_token_embeddings(offset + self.n_items, mean_resizing=False)
+        backbone.get_input_embeddings().weight[offset:] = self.item_embedding.weight
+        output = backbone.get_output_embeddings()
+        if output.weight.data_ptr() != backbone.get_input_embeddings().weight.data_ptr():
+            output.weight[offset:] = self.item_embedding.weight
+            if getattr(output, "bias", None) is not None:
+                output.bias[offset:] = 0
+        return backbone.eval(), offset
 
     # --------------------------------------------------------------- save/load
     def save_pretrained(self, folder, config):

@@ -1,0 +1,179 @@
+"""LSCConfig: plugin yaml, priority order, no sys.argv parsing, and one-line input errors."""
+
+import os
+import sys
+
+import pytest
+import yaml
+
+from recbole_lsc.config import PROPERTIES_DIR, LSCConfig
+from recbole_lsc.errors import CheckpointError, ConfigError, DatasetNotFoundError, LSCError
+from recbole_lsc.utils import get_model
+
+
+def make(tiny_config, **kwargs):
+    kwargs.setdefault("config_dict", dict(tiny_config))
+    return LSCConfig(model=kwargs.pop("model", "SASRec"), dataset=kwargs.pop("dataset", "mltiny"), **kwargs)
+
+
+def write_yaml(name, text):
+    with open(name, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return os.path.abspath(name)
+
+
+def test_plugin_yaml_values(tiny_config):
+    with open(os.path.join(PROPERTIES_DIR, "model", "SASRec.yaml"), encoding="utf-8") as handle:
+        plugin_sasrec = yaml.safe_load(handle)
+    assert plugin_sasrec["hidden_size"] == 32 and plugin_sasrec["n_layers"] == 1
+    config = make(tiny_config)
+    # RecBole's own SASRec.yaml says hidden_size 64, n_layers 2: the plugin's yaml wins
+    assert config["hidden_size"] == 32
+    assert config["n_layers"] == 1
+    assert config["inner_size"] == 128
+    assert config["cloud_lag"] == 2
+    assert config["MAX_ITEM_LIST_LENGTH"] == 10
+    assert config["topk"] == [5, 10, 20]
+    # keys the plugin does not set still come from RecBole's SASRec.yaml
+    assert config["loss_type"] == "CE"
+    # the value of tiny_config is kept over the plugin's epochs: 200
+    assert config["epochs"] == tiny_config["epochs"] == 2
+
+
+def test_priority_cmd_over_dict_over_file_over_plugin(tiny_config):
+    path = write_yaml("user.yaml", "epochs: 5\nlearning_rate: 0.01\nhidden_size: 48\nstopping_step: 7\n")
+    config_dict = dict(tiny_config, epochs=4, stopping_step=8)
+
+    config = LSCConfig("SASRec", "mltiny", config_file_list=[path], config_dict=config_dict, cmd_args=["--epochs=3"])
+    assert config["epochs"] == 3  # cmd (3) > dict (4) > file (5) > plugin (200)
+    assert config["stopping_step"] == 8  # dict (8) > file (7) > plugin (5)
+    assert config["learning_rate"] == 0.01  # file (0.01) > plugin (0.002)
+    assert config["hidden_size"] == 48  # file (48) > plugin model yaml (32)
+
+    config = LSCConfig("SASRec", "mltiny", config_file_list=[path], config_dict=config_dict)
+    assert config["epochs"] == 4
+
+    without_epochs = {k: v for k, v in config_dict.items() if k != "epochs"}
+    config = LSCConfig("SASRec", "mltiny", config_file_list=[path], config_dict=without_epochs)
+    assert config["epochs"] == 5
+
+    config = LSCConfig("SASRec", "mltiny", config_dict=without_epochs)
+    assert config["epochs"] == 200  # recbole_lsc/properties/overall.yaml
+    assert config["learning_rate"] == 0.002
+
+
+def test_sys_argv_is_not_parsed(tiny_config, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["x", "--epochs=99", "--hidden_size=8"])
+    config = make(tiny_config)
+    assert config["epochs"] != 99
+    assert config["epochs"] == tiny_config["epochs"]
+    assert config["hidden_size"] == 32
+    assert sys.argv == ["x", "--epochs=99", "--hidden_size=8"]  # restored untouched
+    # explicit cmd_args still work while sys.argv holds something else
+    config = make(tiny_config, cmd_args=["--epochs=3"])
+    assert config["epochs"] == 3
+    assert sys.argv == ["x", "--epochs=99", "--hidden_size=8"]
+
+
+def test_ce_sequential_model_samples_no_negatives(tiny_config):
+    config = make(tiny_config)
+    args = config["train_neg_sample_args"]
+    # RecBole stores "no negative sampling" (None) as a dict whose distribution is 'none'
+    assert args is None or args["distribution"] == "none"
+    # a user's explicit choice is kept (BPR with sampled negatives)
+    bpr = dict(tiny_config, loss_type="BPR", train_neg_sample_args={"distribution": "uniform", "sample_num": 1})
+    config = make(tiny_config, config_dict=bpr)
+    assert config["train_neg_sample_args"]["distribution"] == "uniform"
+    assert config["train_neg_sample_args"]["sample_num"] == 1
+
+
+def test_get_model_returns_recbole_class():
+    from recbole.model.sequential_recommender import GRU4Rec, SASRec
+
+    assert get_model("SASRec") is SASRec
+    assert get_model("GRU4Rec") is GRU4Rec
+
+
+def test_error_classes_are_lsc_errors():
+    for cls in (ConfigError, DatasetNotFoundError, CheckpointError):
+        assert issubclass(cls, LSCError)
+
+
+def test_unknown_model_name(tiny_config):
+    with pytest.raises(ConfigError) as info:
+        make(tiny_config, model="NoSuchModel")
+    message = str(info.value)
+    assert "unknown model" in message and "NoSuchModel" in message
+    assert "SASRec" in message  # lists the known sequential models
+
+
+def test_wrong_case_model_name():
+    with pytest.raises(ConfigError, match="unknown model 'sasrec'"):
+        get_model("sasrec")  # module sasrec exists, class 'sasrec' does not
+
+
+def test_missing_dataset(tiny_config, tiny_data):
+    with pytest.raises(DatasetNotFoundError) as info:
+        make(tiny_config, dataset="nosuchdata")
+    message = str(info.value)
+    assert "nosuchdata" in message and "not found" in message
+    assert os.path.join(tiny_data, "nosuchdata", "nosuchdata.inter") in message
+
+
+def test_malformed_yaml(tiny_config):
+    path = write_yaml("bad.yaml", "learning_rate: 0.01\nepochs: [1, 2\n")
+    with pytest.raises(ConfigError) as info:
+        make(tiny_config, config_file_list=[path])
+    message = str(info.value)
+    assert "malformed yaml" in message
+    assert "line " in message
+    assert any(f"line {n}" in message for n in (2, 3))  # the open list on line 2 ends at line 3
+
+
+@pytest.mark.parametrize("text", ["- epochs\n- 3\n", "just a sentence\n", "42\n"], ids=["list", "string", "number"])
+def test_config_file_not_a_mapping(tiny_config, text):
+    """A yaml file that parses but is not 'key: value' lines is the user's error, told in one line."""
+    path = write_yaml("notmap.yaml", text)
+    with pytest.raises(ConfigError, match="yaml mapping"):
+        make(tiny_config, config_file_list=[path])
+
+
+def test_comment_only_config_file(tiny_config):
+    """A yaml file holding only comments is an empty config (or, at worst, a ConfigError), never a crash."""
+    path = write_yaml("empty.yaml", "# nothing set yet\n")
+    try:
+        config = make(tiny_config, config_file_list=[path])
+    except ConfigError:
+        return
+    assert config["epochs"] == tiny_config["epochs"]
+
+
+def test_missing_config_file(tiny_config):
+    with pytest.raises(ConfigError) as info:
+        make(tiny_config, config_file_list=["does_not_exist.yaml"])
+    assert "does_not_exist.yaml" in str(info.value) and "does not exist" in str(info.value)
+
+
+def test_wrong_type_values(tiny_config):
+    with pytest.raises(ConfigError) as info:
+        make(tiny_config, cmd_args=["--epochs=abc"])
+    assert "epochs" in str(info.value) and "integer" in str(info.value) and "abc" in str(info.value)
+
+    with pytest.raises(ConfigError) as info:
+        make(tiny_config, config_dict=dict(tiny_config, learning_rate="fast"))
+    assert "learning_rate" in str(info.value) and "number" in str(info.value) and "fast" in str(info.value)
+
+    with pytest.raises(ConfigError, match="epochs"):
+        make(tiny_config, config_dict=dict(tiny_config, epochs=True))  # bool is not an int here
+
+    with pytest.raises(ConfigError, match="epochs"):
+        make(tiny_config, config_dict=dict(tiny_config, epochs=0))
+
+
+def test_negative_cloud_lag(tiny_config):
+    with pytest.raises(ConfigError) as info:
+        make(tiny_config, config_dict=dict(tiny_config, cloud_lag=-1))
+    assert "cloud_lag" in str(info.value) and ">= 0" in str(info.value)
+    with pytest.raises(ConfigError, match="cloud_lag"):
+        make(tiny_config, cmd_args=["--cloud_lag=-2"])
+    assert make(tiny_config, cmd_args=["--cloud_lag=0"])["cloud_lag"] == 0
