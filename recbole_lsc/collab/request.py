@@ -1,0 +1,138 @@
+"""Collaborative-decision request (LSC4REC.md section 5): which users should ask the cloud
+for a fresh candidate list, within a budget of ``request_ratio`` (rho) requests per user.
+
+Every policy turns device-side information into a priority per user; the users above a
+threshold request. The threshold is calibrated on validation so that a share rho of the
+validation users would request, then applied unchanged to test (the realised test ratio
+is reported next to rho). The oracle ranks by the true test gain: a labelled ceiling.
+"""
+
+import numpy as np
+import torch
+
+REQUEST_POLICIES = ("never", "always", "random", "consistency", "learned")
+FEATURE_NAMES = (
+    "rank_displacement", "spearman", "top10_overlap", "srm_max_prob", "srm_entropy",
+    "llm_max_prob", "srm_mass_in_list", "srm_top1_in_list", "newest_in_list", "log_history_len",
+)
+
+
+def _ranks(scores):
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(scores.size(1)).expand_as(order))
+    return ranks.double()
+
+
+def rank_displacement(srm_scores):
+    """The paper's inconsistency: mean |LLM rank - SRM rank| / C over the cached candidates.
+
+    Candidates are listed in the LLM's order, so the LLM rank of column j is j.
+    """
+    count = srm_scores.size(1)
+    llm_ranks = torch.arange(count, dtype=torch.float64)
+    return ((_ranks(srm_scores) - llm_ranks).abs().mean(1) / count).numpy()
+
+
+def request_features(llm_scores, srm_scores, srm_full_scores, candidate_ids, newest_items, history_len):
+    """Device-side features ``[N, len(FEATURE_NAMES)]`` of a stale candidate list.
+
+    Args:
+        llm_scores, srm_scores: ``[N, C]`` scores of the candidates (LLM order).
+        srm_full_scores: ``[N, n_items]`` the SRM's scores of the whole catalogue it holds.
+        candidate_ids: ``[N, C]`` item ids.
+        newest_items: ``[N, g]`` the interactions the cloud has not seen (0 = none).
+        history_len: ``[N]`` length of the fresh history.
+    """
+    count = srm_scores.size(1)
+    srm_ranks = _ranks(srm_scores)
+    llm_ranks = torch.arange(count, dtype=torch.float64).expand_as(srm_ranks)
+    centred_srm = srm_ranks - srm_ranks.mean(1, keepdim=True)
+    centred_llm = llm_ranks - llm_ranks.mean(1, keepdim=True)
+    spearman = (centred_srm * centred_llm).sum(1) / (centred_srm.norm(dim=1) * centred_llm.norm(dim=1))
+    top = min(10, count)
+    top10_overlap = (srm_ranks[:, :top] < top).double().mean(1)
+    srm_prob = torch.softmax(srm_scores.double(), dim=1)
+    llm_prob = torch.softmax(llm_scores.double(), dim=1)
+    full_prob = torch.softmax(srm_full_scores.double(), dim=1)
+    mass_in_list = full_prob.gather(1, candidate_ids).sum(1)
+    srm_top1 = srm_full_scores.argmax(1, keepdim=True)
+    top1_in_list = (candidate_ids == srm_top1).any(1).double()
+    newest_mask = newest_items > 0
+    newest_hits = (candidate_ids.unsqueeze(2) == newest_items.unsqueeze(1)).any(1) & newest_mask
+    newest_in_list = newest_hits.sum(1).double() / newest_mask.sum(1).clamp(min=1)
+    columns = [
+        torch.from_numpy(rank_displacement(srm_scores)),
+        spearman,
+        top10_overlap,
+        srm_prob.max(1).values,
+        -(srm_prob * srm_prob.clamp(min=1e-12).log()).sum(1),
+        llm_prob.max(1).values,
+        mass_in_list,
+        top1_in_list,
+        newest_in_list,
+        torch.log1p(history_len.double()),
+    ]
+    return torch.stack(columns, dim=1).numpy()
+
+
+def top_share(priority, ratio):
+    """Boolean mask of the ``round(ratio * N)`` users with the highest priority (stable)."""
+    count = len(priority)
+    chosen = int(round(ratio * count))
+    mask = np.zeros(count, dtype=bool)
+    if chosen:
+        mask[np.argsort(-np.asarray(priority, dtype=np.float64), kind="stable")[:chosen]] = True
+    return mask
+
+
+def calibrate_threshold(valid_priority, ratio):
+    """tau such that a share ``ratio`` of validation users has priority >= tau."""
+    if ratio <= 0:
+        return np.inf
+    if ratio >= 1:
+        return -np.inf
+    ordered = np.sort(np.asarray(valid_priority, dtype=np.float64))[::-1]
+    return ordered[max(int(round(ratio * len(ordered))) - 1, 0)]
+
+
+class LearnedRequestPolicy:
+    """Ridge regression from device-side features to the gain of a fresh list.
+
+    Fit on validation users (simulated requests, labels from the validation target); it
+    never sees a test label. ``predict`` gives the expected gain used as request priority.
+    """
+
+    def __init__(self, l2=1.0):
+        self.l2 = l2
+        self.mean = self.scale = self.weights = None
+
+    def fit(self, features, gains):
+        features = np.asarray(features, dtype=np.float64)
+        self.mean = features.mean(0)
+        self.scale = features.std(0) + 1e-9
+        design = np.c_[np.ones(len(features)), (features - self.mean) / self.scale]
+        penalty = self.l2 * np.eye(design.shape[1])
+        penalty[0, 0] = 0.0  # the intercept is not shrunk
+        self.weights = np.linalg.solve(design.T @ design + penalty, design.T @ np.asarray(gains, dtype=np.float64))
+        return self
+
+    def predict(self, features):
+        if self.weights is None:
+            raise RuntimeError("LearnedRequestPolicy.predict called before fit")
+        design = np.c_[np.ones(len(features)), (np.asarray(features, dtype=np.float64) - self.mean) / self.scale]
+        return design @ self.weights
+
+
+def policy_priority(policy, features, rng=None, learned=None):
+    """Request priority per user (higher = request first) for a non-oracle policy."""
+    count = len(features)
+    if policy in ("never", "always"):
+        return np.zeros(count)
+    if policy == "random":
+        return rng.random(count)
+    if policy == "consistency":
+        return features[:, FEATURE_NAMES.index("rank_displacement")]
+    if policy == "learned":
+        return learned.predict(features)
+    raise ValueError(f"request_policy must be one of {REQUEST_POLICIES}, got '{policy}'")

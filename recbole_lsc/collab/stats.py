@@ -1,0 +1,32 @@
+"""Aggregation over seeds and paired significance tests over users."""
+
+import numpy as np
+from scipy import stats
+
+
+def paired_test(ours, theirs):
+    """Paired tests of per-user metrics: ``{"mean_diff", "t_p", "wilcoxon_p"}``.
+
+    ``t_p`` is the two-sided paired t-test, ``wilcoxon_p`` the two-sided Wilcoxon signed-rank
+    test (users with equal values dropped); p = 1.0 when the two are identical.
+    """
+    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    if ours.shape != theirs.shape:
+        raise ValueError(f"paired test needs the same users on both sides, got {ours.shape} and {theirs.shape}")
+    diff = ours - theirs
+    if not np.any(diff):
+        return {"mean_diff": 0.0, "t_p": 1.0, "wilcoxon_p": 1.0}
+    t_p = float(stats.ttest_rel(ours, theirs).pvalue) if np.std(diff) > 0 else 0.0
+    return {
+        "mean_diff": round(float(diff.mean()), 6),
+        "t_p": t_p,
+        "wilcoxon_p": float(stats.wilcoxon(ours, theirs).pvalue),
+    }
+
+
+def mean_std(dicts):
+    """Per-key mean and (population) std of a list of ``{name: number}`` dicts."""
+    keys = dicts[0].keys()
+    mean = {key: round(float(np.mean([d[key] for d in dicts])), 6) for key in keys}
+    std = {key: round(float(np.std([d[key] for d in dicts])), 6) for key in keys}
+    return mean, std
