@@ -1,0 +1,143 @@
+"""Fusion invariants, per-user metrics vs RecBole's Evaluator, request budgets and policies."""
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_lsc.collab.fusion import fuse, normalise, rank_scores, target_rank
+from recbole_lsc.collab.metrics import evaluate_lists, mean_metrics, per_user_metrics
+from recbole_lsc.collab.request import (
+    FEATURE_NAMES, LearnedRequestPolicy, calibrate_threshold, policy_priority, rank_displacement,
+    request_features, top_share,
+)
+from recbole_lsc.collab.stats import paired_test
+from recbole_lsc.config import LSCConfig
+
+
+def ranked_ids(ids, scores):
+    return ids.gather(1, torch.argsort(scores, dim=1, descending=True, stable=True))
+
+
+@pytest.fixture
+def lists():
+    torch.manual_seed(0)
+    ids = torch.stack([torch.randperm(40)[:10] + 1 for _ in range(6)])
+    llm = torch.sort(torch.randn(6, 10), dim=1, descending=True).values  # LLM order = list order
+    srm = torch.randn(6, 10)
+    return ids, llm, srm
+
+
+@pytest.mark.parametrize("norm", ["rank", "prob"])
+def test_alpha_one_is_the_llm_order_and_alpha_zero_the_srm_reranking(lists, norm):
+    ids, llm, srm = lists
+    assert torch.equal(ranked_ids(ids, fuse(llm, srm, 1.0, norm)), ids)
+    assert torch.equal(ranked_ids(ids, fuse(llm, srm, 0.0, norm)), ranked_ids(ids, srm))
+
+
+def test_ties_go_to_the_llm_order(lists):
+    ids, llm, _ = lists
+    flat = torch.zeros_like(llm)  # an SRM with no opinion
+    assert torch.equal(ranked_ids(ids, fuse(llm, flat, 0.0, "prob")), ids)
+
+
+def test_rank_normalisation_by_hand():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.7]])
+    # ranks 3, 0, 2, 1 of 4 -> 1 - r / 4
+    assert torch.allclose(normalise(scores, "rank"), torch.tensor([[0.25, 1.0, 0.5, 0.75]]))
+    assert torch.allclose(normalise(scores, "prob").sum(1), torch.ones(1))
+
+
+def test_fusion_rejects_bad_input(lists):
+    ids, llm, srm = lists
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        fuse(llm, srm, 1.5, "rank")
+    with pytest.raises(ValueError, match="fusion_norm"):
+        normalise(llm, "softmaxx")
+
+
+def test_target_rank_and_per_user_metrics_by_hand():
+    ids = torch.tensor([[5, 6, 7], [5, 6, 7], [5, 6, 7]])
+    scores = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [3.0, 2.0, 1.0]])
+    targets = torch.tensor([6, 7, 9])
+    ranks = target_rank(ids, scores, targets)
+    assert ranks.tolist() == [1, 1, 3]  # 9 is not in the list: rank = C = miss
+    values = per_user_metrics(ranks.numpy(), ["Hit", "NDCG", "MRR"], [1, 2])
+    assert values["hit@1"].tolist() == [0, 0, 0]
+    assert values["hit@2"].tolist() == [1, 1, 0]
+    assert np.allclose(values["ndcg@2"], [1 / np.log2(3), 1 / np.log2(3), 0])
+    assert np.allclose(values["mrr@2"], [0.5, 0.5, 0])
+
+
+def test_per_user_metrics_agree_with_recbole_evaluator(lists):
+    ids, llm, srm = lists
+    targets = torch.tensor([ids[0, 3].item(), ids[1, 0].item(), 99, ids[3, 9].item(), ids[4, 5].item(), 98])
+    config = LSCConfig("SASRec", "ml-100k", config_dict={"metrics": ["Hit", "NDCG", "MRR"], "topk": [1, 5, 10]})
+    fused = fuse(llm, srm, 0.4, "prob")
+    recbole = evaluate_lists(config, ids, rank_scores(fused), targets, n_items=120)
+    ours = mean_metrics(per_user_metrics(target_rank(ids, fused, targets).numpy(), ["Hit", "NDCG", "MRR"], [1, 5, 10]))
+    assert recbole.keys() == ours.keys()
+    for name in ours:
+        assert recbole[name] == pytest.approx(ours[name], abs=1e-4), name
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.05, 0.1, 0.33, 0.5, 1.0])
+def test_request_budget_is_respected(ratio):
+    rng = np.random.default_rng(1)
+    valid, test = rng.random(200), rng.random(200)
+    assert top_share(test, ratio).sum() == round(ratio * 200)
+    tau = calibrate_threshold(valid, ratio)
+    assert abs((valid >= tau).sum() - ratio * 200) <= 1  # within one user of the target on validation
+
+
+def test_top_share_picks_highest_priorities():
+    assert top_share(np.array([0.1, 0.9, 0.5, 0.7]), 0.5).tolist() == [False, True, False, True]
+
+
+def test_random_policy_is_seeded():
+    features = np.zeros((50, len(FEATURE_NAMES)))
+    a = policy_priority("random", features, np.random.default_rng(3))
+    b = policy_priority("random", features, np.random.default_rng(3))
+    c = policy_priority("random", features, np.random.default_rng(4))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_rank_displacement_by_hand():
+    # SRM agrees with the LLM order -> 0; SRM reverses a list of 4 -> mean |r - j| / 4 = (3+1+1+3)/4/4
+    assert rank_displacement(torch.tensor([[4.0, 3.0, 2.0, 1.0]]))[0] == 0
+    assert rank_displacement(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))[0] == pytest.approx(0.5)
+
+
+def test_request_features_shape_and_values():
+    ids = torch.tensor([[3, 4, 5]])
+    llm = torch.tensor([[-0.1, -1.0, -2.0]])
+    srm = torch.tensor([[0.0, 1.0, 2.0]])
+    full = torch.tensor([[-9.0, 0.0, 5.0, 0.0, 1.0, 2.0]])  # the SRM's top-1 is item 2: not in the list
+    newest = torch.tensor([[4, 0]])  # one unseen item, and it is in the list
+    feats = request_features(llm, srm, full, ids, newest, torch.tensor([7]))
+    assert feats.shape == (1, len(FEATURE_NAMES))
+    named = dict(zip(FEATURE_NAMES, feats[0]))
+    assert named["srm_top1_in_list"] == 0 and named["newest_in_list"] == 1
+    assert named["spearman"] == pytest.approx(-1.0)
+    assert named["log_history_len"] == pytest.approx(np.log(8))
+
+
+def test_learned_policy_recovers_a_linear_gain():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 3))
+    gains = 2 * features[:, 0] - features[:, 2] + 0.01 * rng.normal(size=300)
+    policy = LearnedRequestPolicy(l2=1e-3).fit(features, gains)
+    assert np.corrcoef(policy.predict(features), gains)[0, 1] > 0.99
+    with pytest.raises(RuntimeError, match="before fit"):
+        LearnedRequestPolicy().predict(features)
+
+
+def test_paired_test_known_cases():
+    same = paired_test([0.1, 0.2, 0.3], [0.1, 0.2, 0.3])
+    assert same == {"mean_diff": 0.0, "t_p": 1.0, "wilcoxon_p": 1.0}
+    rng = np.random.default_rng(0)
+    base = rng.random(200)
+    better = paired_test(base + 0.1 + 0.01 * rng.random(200), base)
+    assert better["mean_diff"] == pytest.approx(0.105, abs=0.01)
+    assert better["t_p"] < 1e-10 and better["wilcoxon_p"] < 1e-10
+    with pytest.raises(ValueError, match="same users"):
+        paired_test([1, 2], [1, 2, 3])
