@@ -205,7 +205,7 @@ def run_one_seed(config, saved):
     train_data, valid_data, test_data = data_preparation(srm_config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     model = LSC4Rec(config, dataset, srm_config).to(config["device"])
-    trainer = LSC4RecTrainer(config, model, protocol)
+    trainer = LSC4RecTrainer(config, model, protocol, dataset)
     llm_trainer = trainer.train_llm()
     srm_trainer, srm_valid = trainer.train_srm(train_data, valid_data, saved=saved)
     metrics, topk, seed = config["metrics"], config["topk"], config["seed"]

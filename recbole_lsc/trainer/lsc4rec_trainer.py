@@ -17,6 +17,7 @@ import logging
 import time
 
 import torch
+from recbole.data.transform import construct_transform
 from tqdm.auto import tqdm
 
 from recbole_lsc.collab.candidates import prefix_candidates, sample_candidates
@@ -28,8 +29,11 @@ from recbole_lsc.utils import get_trainer
 
 
 class LSC4RecTrainer:
-    def __init__(self, config, model, protocol):
+    def __init__(self, config, model, protocol, dataset):
         self.config = config
+        self.dataset = dataset
+        # the SRM's own batch transform (e.g. BERT4Rec's item masking), as its dataloader applies it
+        self.transform = construct_transform(model.srm_config)
         self.model = model
         self.protocol = protocol
         self.device = config["device"]
@@ -133,7 +137,7 @@ class LSC4RecTrainer:
                 if with_candidates:
                     loss = self.model.cooperative_loss(batch, cand_ids[index].to(self.device), cand_scores[index].to(self.device))
                 else:
-                    loss = self.model.calculate_loss(batch)
+                    loss = self.model.calculate_loss(self.transform(self.dataset, batch))
                 loss.backward()
                 optimizer.step()
             score = self.rerank_score()

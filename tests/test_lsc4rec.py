@@ -1,0 +1,115 @@
+"""LSC4Rec end to end on tiny data: rows, curves, stage switches, caching, validation-only fitting."""
+
+import numpy as np
+import pytest
+
+import recbole_lsc.collab.candidates as candidates_module
+import recbole_lsc.pipelines.lsc4rec as pipeline
+import recbole_lsc.trainer.lsc4rec_trainer as trainer_module
+from recbole_lsc.errors import ConfigError
+from recbole_lsc.quick_start import run_recbole_lsc
+from tests.conftest import write_tiny_ml100k
+
+TINY = {
+    "llm_hidden_size": 16, "llm_layers": 1, "llm_heads": 2, "llm_max_len": 8, "llm_epochs": 1,
+    "llm_batch_size": 64, "candidate_num": 20, "coop_epochs": 2, "retrain_epochs": 1, "epochs": 1,
+    "request_curve_ratios": [0.0, 0.1, 0.5, 1.0],
+}
+
+
+@pytest.fixture
+def small_config(tiny_config, tmp_path):
+    """30 users: enough for every stage and policy, a few seconds per run."""
+    write_tiny_ml100k(str(tmp_path / "small"), n_users=30)
+    return {**tiny_config, "data_path": str(tmp_path / "small")}
+
+
+def run(config, **extra):
+    return run_recbole_lsc("LSC4Rec", "mltiny", config_dict={**config, **TINY, **extra})
+
+
+def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch):
+    calls = []
+    original = candidates_module.prefix_candidates
+    monkeypatch.setattr(trainer_module, "prefix_candidates", lambda *a, **k: calls.append(a[3]) or original(*a, **k))
+    out = run(small_config)
+    roles = [row["role"] for row in out["rows"]]
+    assert roles == ["srm", "llm_stale", "llm_fresh", "srm_rerank", "lsc4rec", "ablation", "ablation"]
+    # the LLM produced the cooperative candidates once, although the SRM trained 2 epochs on them
+    assert calls == ["stale"]
+    assert out["cost"]["cloud_calls"]["llm_candidate_passes"]["train/stale"] == 1
+    main = out["rows"][4]
+    assert main["policy"] == "learned" and main["rho"] == 0.1
+    assert abs(main["realized"] - 0.1) < 0.2
+    assert set(main["paired_tests"]) == {"metric", "srm", "srm_rerank", "llm_stale", "llm_fresh"}
+    curve = out["request_curve"]
+    assert {p["policy"] for p in curve} == {"random", "consistency", "learned", "oracle"}
+    for point in curve:
+        assert 0 <= point["test"]["ndcg@10"] <= point["test"]["hit@10"] <= 1
+    by = {(p["policy"], p["rho"]): p for p in curve}
+    # rho = 0 is never-request and rho = 1 always-request, whatever the policy
+    for policy in ("random", "consistency", "learned"):
+        assert by[(policy, 0.0)]["test"] == by[("oracle", 0.0)]["test"]
+        assert by[(policy, 1.0)]["test"] == by[("oracle", 1.0)]["test"]
+    # the oracle is a ceiling for every policy at the same ratio
+    for (policy, rho), point in by.items():
+        assert point["test"]["ndcg@10"] <= by[("oracle", rho)]["test"]["ndcg@10"] + 1e-9
+    cost = out["cost"]
+    assert cost["llm_parameters"] > 0 and cost["srm_parameters"] > 0 and cost["bytes_per_request"] > 0
+
+
+def test_learned_policy_is_fit_on_validation_only(small_config, monkeypatch):
+    seen = {}
+    original_lists = pipeline.phase_lists
+
+    def recording_lists(trainer, phase):
+        seen[phase] = original_lists(trainer, phase)
+        return seen[phase]
+
+    fits = []
+    original_fit = pipeline.LearnedRequestPolicy.fit
+    monkeypatch.setattr(pipeline, "phase_lists", recording_lists)
+    monkeypatch.setattr(pipeline.LearnedRequestPolicy, "fit", lambda self, f, g: fits.append((f, g)) or original_fit(self, f, g))
+    run(small_config, coop_train=False, retrain=False)
+    assert len(fits) == 1
+    features, gains = fits[0]
+    assert np.array_equal(features, seen["valid"].features)
+    assert not np.array_equal(features, seen["test"].features)
+    assert len(gains) == len(seen["valid"].targets)
+
+
+@pytest.mark.parametrize("switch, stage", [("coop_train", "cooperative"), ("retrain", "retrain")])
+def test_each_ablation_switch_removes_its_stage(small_config, switch, stage):
+    out = run(small_config, **{switch: False})
+    stages = out["runs"][0]["stages"]
+    assert stage not in stages
+    names = [row["name"] for row in out["rows"] if row["role"] == "ablation"]
+    if switch == "coop_train":
+        assert "train/stale" not in out["cost"]["cloud_calls"]["llm_candidate_passes"]
+        assert names == ["LSC4Rec w/o re-training"]
+    else:
+        assert names == []
+
+
+@pytest.mark.parametrize("srm", ["GRU4Rec", "NARM", "BERT4Rec"])
+def test_other_device_models(small_config, srm):
+    out = run(small_config, srm=srm, coop_epochs=1, request_curve_ratios=[0.0, 1.0])
+    assert out["rows"][0]["name"] == srm
+    assert all(0 <= row["test"]["ndcg@10"] <= 1 for row in out["rows"])
+
+
+def test_two_seeds_give_mean_and_std(small_config):
+    out = run(small_config, seeds=2, coop_train=False, retrain=False, request_curve_ratios=[0.0, 1.0])
+    assert out["seeds"] == [7, 8]
+    assert all("test_std" in row for row in out["rows"])
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("fusion_alpha", 1.5, "fusion_alpha"), ("request_ratio", -0.1, "request_ratio"),
+     ("request_policy", "sometimes", "request_policy"), ("candidate_num", 0, "candidate_num"),
+     ("fusion_norm", "softmax", "fusion_norm")],
+)
+def test_bad_values_are_refused_before_training(small_config, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        run(small_config, **{key: value})
