@@ -16,7 +16,7 @@ def parse_args(argv):
         prog="recbole-lsc",
         description="Run a RecBole or recbole-lsc model; extra --key=value pairs override the config.",
     )
-    parser.add_argument("--model", "-m", default="SASRec", help="model name (default: SASRec)")
+    parser.add_argument("--model", "-m", default="LSC4Rec", help="model name (default: LSC4Rec)")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default: ml-100k)")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
     args, rest = parser.parse_known_args(argv)

@@ -16,13 +16,6 @@ def mask_padding(scores):
     return scores
 
 
-def mask_seen(scores, item_seq):
-    """Exclude the items of each history (``item_seq`` right-padded with 0)."""
-    scores = scores.clone()
-    scores.scatter_(1, item_seq, -torch.inf)
-    return scores
-
-
 class FullRankingEvaluator:
     """Accumulate ``(scores [B, n_items], targets [B])`` batches; ``result()`` gives RecBole metrics."""
 

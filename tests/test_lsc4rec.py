@@ -48,9 +48,10 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch):
         assert 0 <= point["test"]["ndcg@10"] <= point["test"]["hit@10"] <= 1
     by = {(p["policy"], p["rho"]): p for p in curve}
     # rho = 0 is never-request and rho = 1 always-request, whatever the policy
-    for policy in ("random", "consistency", "learned"):
-        assert by[(policy, 0.0)]["test"] == by[("oracle", 0.0)]["test"]
-        assert by[(policy, 1.0)]["test"] == by[("oracle", 1.0)]["test"]
+    for policy in ("consistency", "learned"):
+        assert by[(policy, 0.0)]["test"] == by[("oracle", 0.0)]["test"] == by[("random", 0.0)]["test"]
+        assert by[(policy, 1.0)]["test"] == by[("random", 1.0)]["test"]
+        assert by[(policy, 1.0)]["realized"] == 1.0
     # the oracle is a ceiling for every policy at the same ratio
     for (policy, rho), point in by.items():
         assert point["test"]["ndcg@10"] <= by[("oracle", rho)]["test"]["ndcg@10"] + 1e-9

@@ -5,7 +5,8 @@ training samples of cooperative training that would cost ~50 forward passes per 
 ``prefix_candidates`` reads every user's sequence in overlapping windows instead: one causal
 forward pass scores the next item after every prefix at once (about one epoch of LLM
 inference in total). Each prefix is read from the window that gives it the most context
-(at least ``max_len // 2`` items, or all of them near the start of a sequence).
+(at least ``max_len // 2`` items, or all of them near the start of a sequence). These
+training candidates do not apply ``llm_mask_history``; evaluation candidates do.
 """
 
 import numpy as np
@@ -28,7 +29,7 @@ def sample_candidates(llm, protocol, samples, view, num, batch_size, device):
     return torch.cat(ids), torch.cat(scores)
 
 
-def _windows(protocol, last_end, span, stride):
+def _windows(last_end, span, stride):
     """Windows ``(user, start, length)`` covering positions 0..last_end[u]-1 of each sequence."""
     rows = []
     for user, end in enumerate(last_end):
@@ -54,7 +55,7 @@ def prefix_candidates(llm, protocol, samples, view, num, batch_size, device):
     slots = np.full(len(protocol.items), -1, dtype=np.int64)
     all_ids = torch.zeros(len(protocol.items), num, dtype=torch.long)
     all_scores = torch.zeros(len(protocol.items), num)
-    windows = _windows(protocol, last_end, span, stride)
+    windows = _windows(last_end, span, stride)
     for first in range(0, len(windows), batch_size):
         chunk = windows[first : first + batch_size]
         users, starts, lengths = chunk[:, 0], chunk[:, 1], chunk[:, 2]
@@ -67,11 +68,14 @@ def prefix_candidates(llm, protocol, samples, view, num, batch_size, device):
         log_probs = torch.log_softmax(llm.item_logits(hidden), dim=-1)
         top_scores, top_ids = torch.topk(log_probs, num, dim=-1)
         flat = index[valid]
-        fresh = slots[flat] < 0  # first window that reaches a prefix gives it the most context
-        target = torch.from_numpy(flat[fresh])
-        all_ids[target] = top_ids[torch.from_numpy(valid)][torch.from_numpy(fresh)].cpu()
-        all_scores[target] = top_scores[torch.from_numpy(valid)][torch.from_numpy(fresh)].cpu()
-        slots[flat[fresh]] = 1
+        # windows are in (user, start) order, so the first time a prefix appears (in this
+        # chunk or an earlier one) is the window that gives it the most context
+        _, first = np.unique(flat, return_index=True)
+        keep = first[slots[flat[first]] < 0]
+        rows = torch.from_numpy(keep)
+        all_ids[flat[keep]] = top_ids.cpu()[torch.from_numpy(valid)][rows]
+        all_scores[flat[keep]] = top_scores.cpu()[torch.from_numpy(valid)][rows]
+        slots[flat[keep]] = 1
     # prefixes of length 0 (stale history empty): the prompt-only prediction, shared by all
     empty = torch.zeros(1, 1, dtype=torch.long, device=device)
     prompt_ids, prompt_scores = llm.top_candidates(empty, torch.zeros(1, dtype=torch.long, device=device), num)

@@ -18,15 +18,19 @@ FUSION_NORMS = ("rank", "prob")
 ALPHA_GRID = tuple(round(a * 0.1, 1) for a in range(11))
 
 
+def ranks(scores):
+    """0-based rank of every column within its row (stable: ties keep column order)."""
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)
+    out = torch.empty_like(order)
+    return out.scatter_(1, order, torch.arange(scores.size(1), device=scores.device).expand_as(order))
+
+
 def normalise(scores, norm):
     """Row-wise normalisation of ``scores [N, C]``."""
     if norm == "prob":
         return torch.softmax(scores, dim=1)
     if norm == "rank":
-        order = torch.argsort(scores, dim=1, descending=True, stable=True)
-        ranks = torch.empty_like(order)
-        ranks.scatter_(1, order, torch.arange(scores.size(1), device=scores.device).expand_as(order))
-        return 1.0 - ranks.float() / scores.size(1)
+        return 1.0 - ranks(scores).float() / scores.size(1)
     raise ValueError(f"fusion_norm must be one of {FUSION_NORMS}, got '{norm}'")
 
 
@@ -39,10 +43,7 @@ def fuse(llm_scores, srm_scores, alpha, norm):
 
 def rank_scores(scores):
     """Scores ``C - r`` from each candidate's stable rank ``r``: the same order, no ties left."""
-    order = torch.argsort(scores, dim=1, descending=True, stable=True)
-    out = torch.empty_like(scores, dtype=torch.float64)
-    values = torch.arange(scores.size(1), 0, -1, dtype=torch.float64, device=scores.device)
-    return out.scatter_(1, order, values.expand(scores.size(0), -1))
+    return (scores.size(1) - ranks(scores)).double()
 
 
 def target_rank(candidate_ids, scores, targets):

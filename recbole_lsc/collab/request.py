@@ -10,6 +10,8 @@ is reported next to rho). The oracle ranks by the true test gain: a labelled cei
 import numpy as np
 import torch
 
+from recbole_lsc.collab.fusion import ranks
+
 REQUEST_POLICIES = ("never", "always", "random", "consistency", "learned")
 FEATURE_NAMES = (
     "rank_displacement", "spearman", "top10_overlap", "srm_max_prob", "srm_entropy",
@@ -18,10 +20,7 @@ FEATURE_NAMES = (
 
 
 def _ranks(scores):
-    order = torch.argsort(scores, dim=1, descending=True, stable=True)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(scores.size(1)).expand_as(order))
-    return ranks.double()
+    return ranks(scores).double()
 
 
 def rank_displacement(srm_scores):
@@ -30,8 +29,8 @@ def rank_displacement(srm_scores):
     Candidates are listed in the LLM's order, so the LLM rank of column j is j.
     """
     count = srm_scores.size(1)
-    llm_ranks = torch.arange(count, dtype=torch.float64)
-    return ((_ranks(srm_scores) - llm_ranks).abs().mean(1) / count).numpy()
+    llm_ranks = torch.arange(count, dtype=torch.float64, device=srm_scores.device)
+    return ((_ranks(srm_scores) - llm_ranks).abs().mean(1) / count).cpu().numpy()
 
 
 def request_features(llm_scores, srm_scores, srm_full_scores, candidate_ids, newest_items, history_len):
@@ -46,23 +45,25 @@ def request_features(llm_scores, srm_scores, srm_full_scores, candidate_ids, new
     """
     count = srm_scores.size(1)
     srm_ranks = _ranks(srm_scores)
-    llm_ranks = torch.arange(count, dtype=torch.float64).expand_as(srm_ranks)
+    llm_ranks = torch.arange(count, dtype=torch.float64, device=srm_ranks.device).expand_as(srm_ranks)
     centred_srm = srm_ranks - srm_ranks.mean(1, keepdim=True)
     centred_llm = llm_ranks - llm_ranks.mean(1, keepdim=True)
-    spearman = (centred_srm * centred_llm).sum(1) / (centred_srm.norm(dim=1) * centred_llm.norm(dim=1))
+    spearman = torch.nan_to_num((centred_srm * centred_llm).sum(1) / (centred_srm.norm(dim=1) * centred_llm.norm(dim=1)))
     top = min(10, count)
     top10_overlap = (srm_ranks[:, :top] < top).double().mean(1)
     srm_prob = torch.softmax(srm_scores.double(), dim=1)
     llm_prob = torch.softmax(llm_scores.double(), dim=1)
-    full_prob = torch.softmax(srm_full_scores.double(), dim=1)
+    catalogue = srm_full_scores.double().clone()
+    catalogue[:, 0] = -torch.inf  # padding is not an item
+    full_prob = torch.softmax(catalogue, dim=1)
     mass_in_list = full_prob.gather(1, candidate_ids).sum(1)
-    srm_top1 = srm_full_scores.argmax(1, keepdim=True)
+    srm_top1 = catalogue.argmax(1, keepdim=True)
     top1_in_list = (candidate_ids == srm_top1).any(1).double()
     newest_mask = newest_items > 0
     newest_hits = (candidate_ids.unsqueeze(2) == newest_items.unsqueeze(1)).any(1) & newest_mask
     newest_in_list = newest_hits.sum(1).double() / newest_mask.sum(1).clamp(min=1)
     columns = [
-        torch.from_numpy(rank_displacement(srm_scores)),
+        torch.from_numpy(rank_displacement(srm_scores)).to(srm_ranks.device),
         spearman,
         top10_overlap,
         srm_prob.max(1).values,
@@ -73,7 +74,7 @@ def request_features(llm_scores, srm_scores, srm_full_scores, candidate_ids, new
         newest_in_list,
         torch.log1p(history_len.double()),
     ]
-    return torch.stack(columns, dim=1).numpy()
+    return torch.stack(columns, dim=1).cpu().numpy()
 
 
 def top_share(priority, ratio):
@@ -124,15 +125,19 @@ class LearnedRequestPolicy:
         return design @ self.weights
 
 
-def policy_priority(policy, features, rng=None, learned=None):
-    """Request priority per user (higher = request first) for a non-oracle policy."""
+def policy_priority(policy, features, rng, learned=None):
+    """Request priority per user (higher = request first) of a thresholded policy.
+
+    A tiny seeded jitter breaks ties (rank displacement takes few distinct values), so a
+    threshold never lets a block of tied users overshoot the budget.
+    """
     count = len(features)
-    if policy in ("never", "always"):
-        return np.zeros(count)
     if policy == "random":
         return rng.random(count)
     if policy == "consistency":
-        return features[:, FEATURE_NAMES.index("rank_displacement")]
-    if policy == "learned":
-        return learned.predict(features)
-    raise ValueError(f"request_policy must be one of {REQUEST_POLICIES}, got '{policy}'")
+        base = features[:, FEATURE_NAMES.index("rank_displacement")]
+    elif policy == "learned":
+        base = learned.predict(features)
+    else:
+        raise ValueError(f"policy '{policy}' has no priority; thresholded policies: random, consistency, learned")
+    return base + 1e-9 * rng.random(count)

@@ -27,6 +27,7 @@ from recbole_lsc.collab.request import (
 from recbole_lsc.collab.stats import mean_std, paired_test
 from recbole_lsc.config import srm_config_of
 from recbole_lsc.data.protocol import DeviceCloudProtocol
+from recbole_lsc.errors import ConfigError
 from recbole_lsc.model.sequential_recommender.lsc4rec import LSC4Rec
 from recbole_lsc.results import result_row
 from recbole_lsc.trainer import LSC4RecTrainer
@@ -56,7 +57,7 @@ def phase_lists(trainer, phase):
     stale_ids, stale_llm = trainer.candidates(phase, "stale")
     fresh_ids, fresh_llm = trainer.candidates(phase, "fresh")
     stale_srm, srm_full = trainer.srm_scores(phase, stale_ids)
-    fresh_srm, _ = trainer.srm_scores(phase, fresh_ids)
+    fresh_srm = srm_full.gather(1, fresh_ids)
     newest, _ = protocol.history(samples, "fresh", protocol.cloud_lag)
     features = request_features(
         stale_llm, stale_srm, srm_full, stale_ids, torch.from_numpy(newest), torch.from_numpy(samples.position)
@@ -120,8 +121,9 @@ class Collaboration:
 
     def requests(self, policy, ratio, seed):
         """``(valid_mask, test_mask)`` of requesting users for ``policy`` at ``ratio``."""
-        if policy == "oracle":  # labelled ceiling: the test users who gain most
-            return top_share(self.valid_gain, ratio), top_share(self.test_gain, ratio)
+        if policy == "oracle":  # labelled ceiling: the users who gain most (and gain at all)
+            return (top_share(self.valid_gain, ratio) & (self.valid_gain > 0),
+                    top_share(self.test_gain, ratio) & (self.test_gain > 0))
         if policy in ("never", "always") or ratio in (0, 1):
             everyone = policy == "always" or (policy != "never" and ratio == 1)
             return (np.full(len(self.valid_gain), everyone), np.full(len(self.test_gain), everyone))
@@ -233,6 +235,7 @@ def run_one_seed(config, saved):
     if config["retrain"]:
         trainer.adaptive_retraining()
     final = Collaboration(config, trainer)
+    final_state = copy.deepcopy(model.srm.state_dict())
     stages = dict(trainer.stage_log)
 
     # srm_rerank: the final device model re-ranks the stale list (alpha = 0, no request)
@@ -258,6 +261,7 @@ def run_one_seed(config, saved):
         ablations.append(("LSC4Rec w/o re-training", Collaboration(config, trainer)))
     for name, collaboration in ablations:
         rows.append(collaboration.row(name, "ablation", policy, ratio, seed)[0])
+    model.srm.load_state_dict(final_state)
 
     curve = final.curve(config["request_curve_ratios"], seed)
     cost = measure_cost(config, trainer, final.test)
@@ -294,7 +298,16 @@ def _aggregate_curve(runs):
     return points
 
 
+def check_config(config):
+    if config["candidate_num"] < max(config["topk"]):
+        raise ConfigError(
+            f"candidate_num ({config['candidate_num']}) must be >= the largest topk ({max(config['topk'])}): "
+            "a list shorter than K cannot be scored at K"
+        )
+
+
 def run_lsc4rec(config, saved=True):
+    check_config(config)
     seeds = [config["seed"] + offset for offset in range(config["seeds"])]
     runs = []
     for seed in seeds:
