@@ -2,6 +2,7 @@
 
 Usage: ``recbole-lsc --model=SASRec --dataset=ml-100k [--config_files="a.yaml b.yaml"] [--key=value ...]``.
 Every ``--key=value`` other than the three above is a config value (RecBole's rule).
+``recbole-lsc benchmark ...`` runs a sweep into a leaderboard (``recbole_lsc.leaderboard.command``).
 """
 
 import argparse
@@ -29,8 +30,13 @@ def parse_args(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    model, dataset, files, overrides = parse_args(argv)
     try:
+        if argv[:1] == ["benchmark"]:
+            from recbole_lsc.leaderboard.command import main as benchmark
+
+            benchmark(argv[1:])
+            return 0
+        model, dataset, files, overrides = parse_args(argv)
         from recbole_lsc.quick_start import run_recbole_lsc
 
         run_recbole_lsc(model=model, dataset=dataset, config_file_list=files, cmd_args=overrides)
@@ -38,7 +44,7 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; no results were written for the unfinished run", file=sys.stderr)
+        print("error: interrupted; no results were written for the unfinished run (a benchmark sweep resumes when re-run)", file=sys.stderr)
         return 130
     return 0
 

@@ -198,4 +198,4 @@ def test_llmrec_run_writes_stale_and_fresh_rows(tiny_config):
         assert 0 <= row["test"]["ndcg@10"] <= row["test"]["hit@10"] <= 1
     recall = out["llm"]["stale_test"]
     assert 0 <= recall["candidate_recall@50"] <= recall["candidate_recall@100"] <= 1
-    assert out["llm"]["llm_epochs_trained"] >= 1
+    assert out["llm"]["llm_training"]["epochs_trained"] >= 1

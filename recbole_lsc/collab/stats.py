@@ -16,7 +16,8 @@ def paired_test(ours, theirs):
     diff = ours - theirs
     if not np.any(diff):
         return {"mean_diff": 0.0, "t_p": 1.0, "wilcoxon_p": 1.0}
-    t_p = float(stats.ttest_rel(ours, theirs).pvalue) if np.std(diff) > 0 else 0.0
+    # a constant non-zero difference is certain (the t statistic would divide by ~0)
+    t_p = float(stats.ttest_rel(ours, theirs).pvalue) if np.ptp(diff) > 1e-12 else 0.0
     return {
         "mean_diff": round(float(diff.mean()), 6),
         "t_p": t_p,

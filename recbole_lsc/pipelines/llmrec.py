@@ -11,6 +11,7 @@ from recbole.data import create_dataset
 from recbole.utils import init_seed
 
 from recbole_lsc.data.protocol import DeviceCloudProtocol
+from recbole_lsc.llm_store import load_trained_llm, store_trained_llm
 from recbole_lsc.model.sequential_recommender.llmrec import LLMRec
 from recbole_lsc.results import result_row
 from recbole_lsc.trainer import LLMRecTrainer
@@ -38,15 +39,16 @@ def train_llm(config, dataset, protocol, saved=True):
     model = LLMRec(config, dataset).to(config["device"])
     logger.info(f"LLMRec ({config['llm_backbone']}): {parameter_count(model):,} parameters")
     trainer = LLMRecTrainer(config, model, protocol)
-    start = time.time()
-    best_valid = trainer.fit(show_progress=config["show_progress"])
-    info = {
-        "llm_parameters": parameter_count(model),
-        "llm_train_seconds": round(time.time() - start, 1),
-        "llm_epochs_trained": trainer.epochs_trained,
-        "llm_best_epoch": trainer.best_epoch,
-        "llm_best_valid": best_valid,
-    }
+    cached = load_trained_llm(config, model)
+    if cached is None:
+        start = time.time()
+        trainer.fit(show_progress=config["show_progress"])
+        log = {"seconds": round(time.time() - start, 1), "epochs_trained": trainer.epochs_trained,
+               "best_epoch": trainer.best_epoch}
+        store_trained_llm(config, model, log)
+    else:
+        log = cached
+    info = {"llm_parameters": parameter_count(model), "llm_training": log}
     if saved:
         stamp = datetime.datetime.now().strftime("%b-%d-%Y_%H-%M-%S")
         folder = os.path.join(config["checkpoint_dir"], f"LLMRec-{config['dataset']}-{stamp}")
@@ -73,5 +75,4 @@ def run_llmrec(config, saved=True):
                 recall[f"candidate_recall@{num}"] = candidate_recall(
                     model, stale_test, num, config["eval_batch_size"], config["device"]
                 )
-    info.pop("llm_best_valid")
     return rows, {"llm": {**info, "stale_test": recall}}

@@ -316,10 +316,8 @@ def run_lsc4rec(config, saved=True):
         runs.append(run_one_seed(config, saved))
     config["seed"] = seeds[0]
     rows = _aggregate_rows(runs) if len(runs) > 1 else runs[0]["rows"]
-    ours = np.mean([run["per_user"]["lsc4rec"] for run in runs], axis=0)
-    significance = {
-        role: paired_test(ours, np.mean([run["per_user"][role] for run in runs], axis=0)) for role in SINGLE_MODELS
-    }
+    per_user = {role: np.mean([run["per_user"][role] for run in runs], axis=0) for role in ("lsc4rec", *SINGLE_MODELS)}
+    significance = {role: paired_test(per_user["lsc4rec"], per_user[role]) for role in SINGLE_MODELS}
     key = config["valid_metric"].lower()
     for row in rows:
         if row["role"] == "lsc4rec":
@@ -329,6 +327,8 @@ def run_lsc4rec(config, saved=True):
         "request_curve": _aggregate_curve(runs) if len(runs) > 1 else runs[0]["curve"],
         "cost": runs[0]["cost"],
         "runs": [run["info"] for run in runs],
+        # test users in protocol order (mean over seeds): what later paired tests need
+        "per_user_test": {"metric": key, **{role: np.round(values, 6).tolist() for role, values in per_user.items()}},
     }
     return rows, extra
 

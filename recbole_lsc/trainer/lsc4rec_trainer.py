@@ -18,12 +18,14 @@ import time
 
 import torch
 from recbole.data.transform import construct_transform
+from recbole.utils import init_seed
 from tqdm.auto import tqdm
 
 from recbole_lsc.collab.candidates import prefix_candidates, sample_candidates
 from recbole_lsc.collab.fusion import target_rank
 from recbole_lsc.collab.metrics import per_user_metrics
 from recbole_lsc.data.protocol import model_fields
+from recbole_lsc.llm_store import load_trained_llm, store_trained_llm
 from recbole_lsc.trainer.llmrec_trainer import LLMRecTrainer
 from recbole_lsc.utils import get_trainer
 
@@ -45,18 +47,24 @@ class LSC4RecTrainer:
 
     # --------------------------------------------------------------- stage 1
     def train_llm(self):
+        """Train the cloud LLM, or load the one a run with the same LLM config cached."""
         trainer = LLMRecTrainer(self.config, self.model.llm, self.protocol)
-        start = time.time()
-        trainer.fit(show_progress=self.config["show_progress"])
+        cached = load_trained_llm(self.config, self.model.llm)
+        if cached is None:
+            start = time.time()
+            trainer.fit(show_progress=self.config["show_progress"])
+            log = {"seconds": round(time.time() - start, 1), "epochs_trained": trainer.epochs_trained,
+                   "best_epoch": trainer.best_epoch}
+            store_trained_llm(self.config, self.model.llm, log)
+            self.stage_log["llm"] = log
+        else:
+            self.stage_log["llm"] = cached
         self.model.llm.requires_grad_(False)
-        self.stage_log["llm"] = {
-            "seconds": round(time.time() - start, 1),
-            "epochs_trained": trainer.epochs_trained,
-            "best_epoch": trainer.best_epoch,
-        }
         return trainer
 
     def train_srm(self, train_data, valid_data, saved=True):
+        # reseed: the SRM's training does not depend on whether the LLM was trained or loaded
+        init_seed(self.config["seed"], self.config["reproducibility"])
         srm_config = self.model.srm_config
         trainer = get_trainer(srm_config["MODEL_TYPE"], srm_config["model"])(srm_config, self.model.srm)
         start = time.time()

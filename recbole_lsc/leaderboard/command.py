@@ -1,0 +1,104 @@
+"""``recbole-lsc benchmark``: run a sweep and write the leaderboard files and plots.
+
+Usage::
+
+    recbole-lsc benchmark --srm SASRec GRU4Rec NARM --dataset ml-100k --seeds 3 \\
+        [--config_files a.yaml] [--out leaderboard] [--workers N] [--ray_address ADDR] [--key=value ...]
+
+Writes ``<out>/leaderboard.{md,csv,json}``, ``<out>/curve_<dataset>_<srm>.png`` and
+``<out>/bars_<dataset>.png`` (each file atomically), from every finished job of the plan.
+"""
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+
+from recbole_lsc.leaderboard import plots
+from recbole_lsc.leaderboard.sweep import plan, run_jobs
+from recbole_lsc.leaderboard.table import aggregate, csv_rows, markdown
+from recbole_lsc.results import package_versions, write_json_atomic
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="recbole-lsc benchmark", allow_abbrev=False,
+        description="LSC4Rec and its baselines for every SRM backbone x dataset x seed, as a leaderboard.",
+    )
+    parser.add_argument("--srm", nargs="+", default=["SASRec"], help="device SRMs (RecBole model names)")
+    parser.add_argument("--dataset", nargs="+", default=["ml-100k"], help="datasets")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per job: seed, seed + 1, ...")
+    parser.add_argument("--config_files", default=None, help="space-separated yaml files for every job")
+    parser.add_argument("--out", default="leaderboard", help="output folder (runs/, tables, plots)")
+    parser.add_argument("--workers", type=int, default=1, help="parallel jobs on a local Ray instance")
+    parser.add_argument("--ray_address", default=None, help="address of a running Ray cluster")
+    args, rest = parser.parse_known_args(argv)
+    bad = [arg for arg in rest if not (arg.startswith("--") and "=" in arg and len(arg) > 3)]
+    if bad:
+        parser.error(f"unrecognised argument(s) {' '.join(bad)}; config values are given as --key=value")
+    if args.seeds < 1 or args.workers < 1:
+        parser.error("--seeds and --workers must be >= 1")
+    return args, rest
+
+
+def _write_text(path, text):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _csv_text(rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def collect(jobs):
+    """Finished jobs as the run dicts ``table.aggregate`` reads."""
+    runs = []
+    for job in jobs:
+        if os.path.isfile(job.results_path):
+            with open(job.results_path, encoding="utf-8") as handle:
+                results = json.load(handle)
+            runs.append({"dataset": job.dataset, "srm": job.srm, "seed": job.seed, "config_id": job.config_id,
+                         "path": job.results_path, "results": results})
+    return runs
+
+
+def write_leaderboard(out, runs, configs, metric, metrics, complete):
+    """Tables and plots from ``runs``; returns the leaderboard rows."""
+    os.makedirs(out, exist_ok=True)
+    rows = aggregate(runs, metric)
+    write_json_atomic(os.path.join(out, "leaderboard.json"), {
+        "metric": metric, "complete": complete, "versions": package_versions(), "rows": rows, "configs": configs,
+    })
+    _write_text(os.path.join(out, "leaderboard.csv"), _csv_text(csv_rows(rows, metrics)))
+    _write_text(os.path.join(out, "leaderboard.md"), markdown(rows, metrics, configs))
+    for dataset in sorted({run["dataset"] for run in runs}):
+        ours = [row for row in rows if row["dataset"] == dataset]
+        plots.bar_chart(ours, metric, f"{dataset}: test {metric}", os.path.join(out, f"bars_{dataset}.png"))
+        for srm in sorted({run["srm"] for run in runs if run["dataset"] == dataset}):
+            payloads = [run["results"] for run in runs if run["dataset"] == dataset and run["srm"] == srm]
+            plots.request_curve_plot(payloads, metric, f"{dataset}, device {srm}: LSC4Rec request policies",
+                                     os.path.join(out, f"curve_{dataset}_{srm}.png"))
+    return rows
+
+
+def main(argv):
+    args, overrides = parse_args(argv)
+    files = args.config_files.split() if args.config_files else None
+    jobs, configs = plan(args.dataset, args.srm, args.seeds, files, overrides, args.out)
+    first = next(iter(configs.values()))["config"]
+    metric = first["valid_metric"].lower()
+    metrics = [f"{name.lower()}@{k}" for name in first["metrics"] for k in first["topk"] if k == 10] or [metric]
+    run_jobs(jobs, workers=args.workers, ray_address=args.ray_address)
+    runs = collect(jobs)
+    rows = write_leaderboard(args.out, runs, configs, metric, metrics, complete=len(runs) == len(jobs))
+    print(markdown(rows, metrics, configs))
+    logging.getLogger().info(f"leaderboard written to {os.path.abspath(args.out)}")
+    return rows

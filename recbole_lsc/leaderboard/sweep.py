@@ -1,0 +1,145 @@
+"""A benchmark sweep: LSC4Rec and its baselines for every dataset x SRM backbone x seed.
+
+Every job is one ``--model=LSC4Rec --seeds=1`` run writing
+``<out>/runs/<dataset>/<srm>-<config id>/seed<seed>/results.json`` (atomically). A re-run
+skips jobs whose results.json exists, so an interrupted sweep resumes where it stopped and
+never rewrites a finished row; a changed config gets a new config id, hence new folders.
+The cloud LLM is cached by its own config (``trained_llm_cache``): the first backbone of
+each dataset and seed trains it, the others load it. With ``workers`` > 1 or a Ray
+address, jobs run as Ray tasks in two waves (cloud-training jobs first); otherwise they
+run in this process and Ray is never started.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+from tqdm.auto import tqdm
+
+from recbole_lsc.results import config_snapshot
+
+# Keys that locate or label a job rather than define its experiment.
+_NOT_EXPERIMENT = ("seed", "seeds", "run_name", "results_dir", "checkpoint_dir", "trained_llm_cache", "device",
+                   "gpu_id", "state", "show_progress")
+
+
+@dataclass(frozen=True)
+class Job:
+    dataset: str
+    srm: str
+    seed: int
+    config_id: str
+    config_files: tuple
+    overrides: tuple
+    results_dir: str
+
+    @property
+    def run_name(self):
+        return os.path.join(self.dataset, f"{self.srm}-{self.config_id}", f"seed{self.seed}")
+
+    @property
+    def results_path(self):
+        return os.path.join(self.results_dir, self.run_name, "results.json")
+
+    def cmd_args(self):
+        return [*self.overrides, f"--srm={self.srm}", f"--seed={self.seed}", "--seeds=1",
+                f"--results_dir={self.results_dir}", f"--run_name={self.run_name}"]
+
+
+def config_id(config):
+    """Short hash of the experiment's config (everything but seed, paths and display keys)."""
+    snapshot = {k: v for k, v in config_snapshot(config).items() if k not in _NOT_EXPERIMENT}
+    return hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode("utf-8")).hexdigest()[:10]
+
+
+def plan(datasets, srms, seeds, config_files, overrides, out):
+    """Jobs ordered dataset -> seed -> backbone, and ``{config_id: spec}`` (full configs included).
+
+    Every config is built (and so validated) here, before any job runs.
+    """
+    from recbole_lsc.config import srm_config_of
+    from recbole_lsc.quick_start import build_config
+
+    results_dir = os.path.abspath(os.path.join(out, "runs"))
+    config_files = [os.path.abspath(file) for file in config_files or []]
+    overrides = tuple(overrides)
+    overrides += tuple(f"--{key}={os.path.abspath(value)}" for key, value in _absolute_paths(overrides))
+    jobs, configs = [], {}
+    for dataset in datasets:
+        for srm in srms:
+            config = build_config("LSC4Rec", dataset, config_files, cmd_args=[*overrides, f"--srm={srm}"])
+            srm_config_of(config)  # an unknown or misconfigured SRM fails here, not mid-sweep
+            cid = config_id(config)
+            configs[cid] = {"dataset": dataset, "srm": srm, "config_files": list(config_files or []),
+                            "overrides": list(overrides), "config": config_snapshot(config)}
+            base_seed = config["seed"]
+            for offset in range(seeds):
+                jobs.append(Job(dataset, srm, base_seed + offset, cid, tuple(config_files or ()), overrides,
+                                results_dir))
+    jobs.sort(key=lambda job: (datasets.index(job.dataset), job.seed, srms.index(job.srm)))
+    return jobs, configs
+
+
+def _absolute_paths(overrides):
+    """Relative cache/checkpoint paths made absolute so that Ray workers share them."""
+    given = dict(arg[2:].split("=", 1) for arg in overrides)
+    for key, default in (("trained_llm_cache", "saved/llm_cache"), ("checkpoint_dir", "saved")):
+        value = given.get(key, default)
+        if value and value not in ("None", "~") and not os.path.isabs(value):
+            yield key, value
+
+
+def run_job(job):
+    """Run one job in this process; return its results.json path."""
+    from recbole_lsc.quick_start import run_recbole_lsc
+
+    out = run_recbole_lsc("LSC4Rec", job.dataset, list(job.config_files) or None, cmd_args=job.cmd_args())
+    return out["path"]
+
+
+def _run_job_spec(spec):
+    return run_job(Job(**spec))
+
+
+def pending(jobs):
+    return [job for job in jobs if not os.path.isfile(job.results_path)]
+
+
+def run_jobs(jobs, workers=1, ray_address=None):
+    """Run the unfinished ``jobs``; finished ones (results.json present) are skipped."""
+    todo = pending(jobs)
+    logger = logging.getLogger()
+    logger.info(f"sweep: {len(jobs) - len(todo)} of {len(jobs)} jobs already finished, {len(todo)} to run")
+    if not todo:
+        return
+    if workers <= 1 and ray_address is None:
+        for job in tqdm(todo, desc="sweep", unit="job"):
+            run_job(job)
+        return
+    _run_on_ray(todo, workers, ray_address)
+
+
+def _run_on_ray(todo, workers, ray_address):
+    import ray
+
+    if ray_address:
+        ray.init(address=ray_address)
+    else:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(_run_job_spec)
+        first = {}
+        for job in todo:  # one job per (dataset, seed) trains (and caches) that cloud
+            first.setdefault((job.dataset, job.seed), job)
+        waves = [list(first.values()), [job for job in todo if job not in first.values()]]
+        with tqdm(total=len(todo), desc="sweep", unit="job") as bar:
+            for wave in waves:
+                refs = [remote.remote(asdict(job)) for job in wave]
+                while refs:
+                    done, refs = ray.wait(refs, num_returns=1)
+                    ray.get(done)
+                    bar.update(1)
+    finally:
+        ray.shutdown()

@@ -1,0 +1,126 @@
+"""Leaderboard rows from finished runs: mean and std over seeds, ranks, paired tests.
+
+A row is one dataset x method x SRM backbone. The cloud-only rows (``llm_stale``,
+``llm_fresh``) do not depend on the backbone (the cloud is trained once per dataset and
+seed), so they appear once per dataset with backbone ``-``. Ranks order the methods of a
+dataset by mean test ``metric`` (1 = best; ties share the better rank). Each LSC4Rec row
+carries the paired tests (over test users, per-user metric averaged over seeds) against
+every single model of its backbone.
+"""
+
+import numpy as np
+
+from recbole_lsc.collab.stats import mean_std, paired_test
+
+CLOUD_ROLES = ("llm_stale", "llm_fresh")
+SINGLE_ROLES = ("srm", "srm_rerank", "llm_stale", "llm_fresh")
+_METHOD_OF_ROLE = {"srm": "SRM (full catalogue)", "srm_rerank": "SRM re-rank"}
+
+
+def method_name(row):
+    return _METHOD_OF_ROLE.get(row["role"], row["name"])
+
+
+def aggregate(runs, metric):
+    """Leaderboard rows from ``runs``: dicts with ``dataset``, ``srm``, ``seed``, ``config_id``, ``results``.
+
+    ``results`` is a run's results.json payload. Returns rows sorted by dataset and rank.
+    """
+    groups, per_user = {}, {}
+    for run in runs:
+        payload = run["results"]
+        for row in payload["results"]:
+            backbone = "-" if row["role"] in CLOUD_ROLES else run["srm"]
+            key = (run["dataset"], method_name(row), backbone)
+            group = groups.setdefault(key, {"role": row["role"], "seeds": {}, "config_ids": set(), "runs": []})
+            if run["seed"] in group["seeds"]:  # a cloud row seen through another backbone
+                continue
+            group["seeds"][run["seed"]] = row["test"]
+            group["config_ids"].add(run["config_id"])
+            group["runs"].append(run["path"])
+        users = payload.get("per_user_test")
+        if users:
+            per_user.setdefault((run["dataset"], run["srm"]), []).append(users)
+
+    rows = []
+    for (dataset, method, backbone), group in groups.items():
+        seeds = sorted(group["seeds"])
+        mean, std = mean_std([group["seeds"][seed] for seed in seeds])
+        rows.append({
+            "dataset": dataset, "method": method, "role": group["role"], "backbone": backbone,
+            "seeds": seeds, "test": mean, "test_std": std,
+            "config_id": ",".join(sorted(group["config_ids"])), "runs": group["runs"],
+        })
+    _attach_paired_tests(rows, per_user)
+    _rank(rows, metric)
+    return sorted(rows, key=lambda row: (row["dataset"], row["rank"], row["method"], row["backbone"]))
+
+
+def _attach_paired_tests(rows, per_user):
+    for row in rows:
+        if row["role"] != "lsc4rec" or (row["dataset"], row["backbone"]) not in per_user:
+            continue
+        seeds = per_user[(row["dataset"], row["backbone"])]
+        mean = {role: np.mean([np.asarray(s[role]) for s in seeds], axis=0) for role in ("lsc4rec", *SINGLE_ROLES)}
+        row["paired_tests"] = {
+            "metric": seeds[0]["metric"],
+            **{role: paired_test(mean["lsc4rec"], mean[role]) for role in SINGLE_ROLES},
+        }
+
+
+def _rank(rows, metric):
+    for dataset in {row["dataset"] for row in rows}:
+        ours = [row for row in rows if row["dataset"] == dataset]
+        for row in ours:
+            value = row["test"].get(metric, float("-inf"))
+            row["rank"] = 1 + sum(other["test"].get(metric, float("-inf")) > value for other in ours)
+
+
+def markdown(rows, metrics, configs):
+    """The leaderboard as markdown: one table per dataset, then the configs by id."""
+    lines = []
+    for dataset in sorted({row["dataset"] for row in rows}):
+        lines += [f"## {dataset}", ""]
+        head = ["rank", "method", "backbone", "seeds", *metrics, "p vs SRM", "p vs re-rank", "p vs LLM stale",
+                "p vs LLM fresh", "config"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in (r for r in rows if r["dataset"] == dataset):
+            cells = [str(row["rank"]), row["method"], row["backbone"], str(len(row["seeds"]))]
+            cells += [_mean_std(row, metric) for metric in metrics]
+            tests = row.get("paired_tests", {})
+            cells += [_p(tests.get(role)) for role in SINGLE_ROLES]
+            cells.append(row["config_id"])
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["p: two-sided Wilcoxon signed-rank test over test users of LSC4Rec against the single model "
+              "(per-user metric averaged over seeds).", "", "## configs", ""]
+    for config_id, spec in sorted(configs.items()):
+        lines.append(f"- `{config_id}`: config files {spec['config_files'] or '-'}; overrides "
+                     f"`{' '.join(spec['overrides']) or '-'}`; full config in leaderboard.json")
+    return "\n".join(lines) + "\n"
+
+
+def csv_rows(rows, metrics):
+    """Flat rows for ``leaderboard.csv`` (means, stds, p-values, config id)."""
+    flat = []
+    for row in rows:
+        item = {key: row[key] for key in ("dataset", "rank", "method", "role", "backbone")}
+        item["seeds"] = " ".join(map(str, row["seeds"]))
+        for metric in metrics:
+            item[metric] = row["test"].get(metric)
+            item[f"{metric}_std"] = row["test_std"].get(metric)
+        for role in SINGLE_ROLES:
+            item[f"p_vs_{role}"] = row.get("paired_tests", {}).get(role, {}).get("wilcoxon_p")
+        item["config_id"] = row["config_id"]
+        flat.append(item)
+    return flat
+
+
+def _mean_std(row, metric):
+    if metric not in row["test"]:
+        return "-"
+    return f"{row['test'][metric]:.4f} ± {row['test_std'][metric]:.4f}"
+
+
+def _p(test):
+    return "-" if not test else f"{test['wilcoxon_p']:.2g}"

@@ -1,0 +1,143 @@
+"""Leaderboard: aggregation, ranks, paired tests, plots from fixed results, resumable sweeps."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+import recbole_lsc.leaderboard.sweep as sweep
+from recbole_lsc.cli import main
+from recbole_lsc.leaderboard import plots
+from recbole_lsc.leaderboard.table import aggregate
+from tests.conftest import write_tiny_ml100k
+
+
+def fake_results(srm, shift, users):
+    """A results.json payload with known figures: LSC4Rec = SRM + shift."""
+    def row(name, role, value):
+        return {"name": name, "role": role, "valid": {"ndcg@10": value}, "test": {"ndcg@10": value, "hit@10": 2 * value}}
+    base = 0.1 + shift
+    results = [row(srm, "srm", base), row(f"{srm} re-rank", "srm_rerank", base - 0.02),
+               row("LLMRec (stale)", "llm_stale", 0.05), row("LLMRec (fresh)", "llm_fresh", 0.07),
+               row("LSC4Rec", "lsc4rec", base + 0.03)]
+    curve = [{"policy": p, "rho": r, "realized": r, "test": {"ndcg@10": base + r * 0.05 + (p == "oracle") * 0.02}}
+             for p in ("random", "consistency", "learned", "oracle") for r in (0.0, 0.1, 0.5, 1.0)]
+    per_user = {"metric": "ndcg@10", **{role: list(users[role]) for role in users}}
+    return {"results": results, "request_curve": curve, "per_user_test": per_user}
+
+
+def runs_for(srm, seeds_shift):
+    rng = np.random.default_rng(0)
+    runs = []
+    for seed, shift in seeds_shift.items():
+        srm_users = rng.uniform(0, 0.2, 50)
+        users = {"srm": srm_users, "srm_rerank": srm_users - 0.01, "llm_stale": srm_users * 0.5,
+                 "llm_fresh": srm_users, "lsc4rec": srm_users + 0.05}
+        runs.append({"dataset": "d", "srm": srm, "seed": seed, "config_id": f"c-{srm}", "path": f"{srm}/{seed}",
+                     "results": fake_results(srm, shift, users)})
+    return runs
+
+
+def test_aggregate_means_stds_ranks_and_dedupes_cloud_rows():
+    runs = runs_for("SASRec", {1: 0.0, 2: 0.02}) + runs_for("GRU4Rec", {1: -0.04, 2: -0.04})
+    rows = aggregate(runs, "ndcg@10")
+    by = {(row["method"], row["backbone"]): row for row in rows}
+    sas = by[("LSC4Rec", "SASRec")]
+    assert sas["test"]["ndcg@10"] == pytest.approx(0.14) and sas["test_std"]["ndcg@10"] == pytest.approx(0.01)
+    assert sas["seeds"] == [1, 2]
+    # cloud rows once per dataset, not once per backbone
+    assert [key for key in by if key[0].startswith("LLMRec")] == [("LLMRec (stale)", "-"), ("LLMRec (fresh)", "-")] or \
+        sorted(key for key in by if key[0].startswith("LLMRec")) == [("LLMRec (fresh)", "-"), ("LLMRec (stale)", "-")]
+    assert len(by[("LLMRec (stale)", "-")]["seeds"]) == 2
+    # ranks by mean test ndcg@10: SASRec LSC4Rec 0.14 > SASRec SRM 0.11 > GRU4Rec LSC4Rec 0.09 ...
+    ranked = [(row["rank"], row["method"], row["backbone"]) for row in rows]
+    assert ranked[:3] == [(1, "LSC4Rec", "SASRec"), (2, "SRM (full catalogue)", "SASRec"), (3, "LSC4Rec", "GRU4Rec")]
+    assert [row["rank"] for row in rows] == sorted(row["rank"] for row in rows)
+
+
+def test_equal_values_share_the_better_rank():
+    runs = runs_for("SASRec", {1: 0.0})
+    runs[0]["results"]["results"][1]["test"]["ndcg@10"] = 0.05  # re-rank ties with LLM stale
+    rows = {row["method"]: row["rank"] for row in aggregate(runs, "ndcg@10")}
+    assert rows["SRM re-rank"] == rows["LLMRec (stale)"] == 4 and rows["LLMRec (fresh)"] == 3
+
+
+def test_paired_tests_on_a_known_case():
+    rows = aggregate(runs_for("SASRec", {1: 0.0, 2: 0.0}), "ndcg@10")
+    tests = next(row for row in rows if row["role"] == "lsc4rec")["paired_tests"]
+    # LSC4Rec is SRM + 0.05 for every user: a certain difference
+    assert tests["srm"]["mean_diff"] == pytest.approx(0.05) and tests["srm"]["wilcoxon_p"] < 1e-6
+    assert tests["llm_fresh"]["wilcoxon_p"] < 1e-6
+    assert "paired_tests" not in next(row for row in rows if row["role"] == "srm")
+
+
+def test_plots_are_written_from_fixed_results(tmp_path):
+    runs = runs_for("SASRec", {1: 0.0, 2: 0.01})
+    curve_png, bars_png = tmp_path / "curve.png", tmp_path / "bars.png"
+    plots.request_curve_plot([run["results"] for run in runs], "ndcg@10", "test", str(curve_png))
+    plots.bar_chart(aggregate(runs, "ndcg@10"), "ndcg@10", "test", str(bars_png))
+    for png in (curve_png, bars_png):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert sorted(os.listdir(tmp_path)) == ["bars.png", "curve.png"]  # no temporary files left
+    curves = plots.mean_curve([run["results"] for run in runs])
+    rhos, tests = curves["learned"]
+    assert rhos == [0.0, 0.1, 0.5, 1.0] and len(tests[0]) == 2
+
+
+TINY = ["--llm_hidden_size=16", "--llm_layers=1", "--llm_heads=2", "--llm_max_len=8", "--llm_epochs=1",
+        "--llm_batch_size=64", "--candidate_num=20", "--coop_epochs=1", "--retrain_epochs=1", "--epochs=1",
+        "--request_curve_ratios=[0.0,0.1,1.0]", "--state=ERROR", "--show_progress=False", "--use_gpu=False",
+        "--train_batch_size=256", "--eval_batch_size=256", "--hidden_size=8", "--inner_size=16",
+        "--embedding_size=8"]
+
+
+def test_sweep_writes_the_leaderboard_trains_the_cloud_once_and_resumes(tmp_path, monkeypatch):
+    write_tiny_ml100k(str(tmp_path / "data"), n_users=30)
+    argv = ["benchmark", "--srm", "SASRec", "GRU4Rec", "--dataset", "mltiny", "--seeds", "1",
+            "--out", str(tmp_path / "lb"), f"--data_path={tmp_path / 'data'}", *TINY]
+    import recbole_lsc.trainer.llmrec_trainer as llm_trainer_module
+    fits = []
+    original_fit = llm_trainer_module.LLMRecTrainer.fit
+    monkeypatch.setattr(llm_trainer_module.LLMRecTrainer, "fit", lambda self, **k: fits.append(1) or original_fit(self, **k))
+    assert main(argv) == 0
+    assert len(fits) == 1  # the GRU4Rec job loaded the cloud the SASRec job trained
+    out = tmp_path / "lb"
+    names = set(os.listdir(out))
+    assert {"leaderboard.md", "leaderboard.csv", "leaderboard.json", "bars_mltiny.png",
+            "curve_mltiny_SASRec.png", "curve_mltiny_GRU4Rec.png"} <= names
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["complete"] is True
+    backbones = {(row["role"], row["backbone"]) for row in board["rows"]}
+    assert {("lsc4rec", "SASRec"), ("lsc4rec", "GRU4Rec"), ("llm_fresh", "-")} <= backbones
+    for row in board["rows"]:
+        assert row["config_id"] in board["configs"]
+    with open(out / "leaderboard.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(board["rows"])
+
+    finished = sorted(str(p) for p in out.glob("runs/**/results.json"))
+    stamps = [os.stat(p).st_mtime_ns for p in finished]
+    calls = []
+    monkeypatch.setattr(sweep, "run_job", lambda job: calls.append(job))
+    assert main(argv) == 0  # resume: everything finished, nothing re-run or rewritten
+    assert calls == [] and [os.stat(p).st_mtime_ns for p in finished] == stamps
+
+    os.remove(finished[0])  # as if that job had been interrupted
+    assert main(argv) == 0
+    assert len(calls) == 1 and calls[0].results_path == finished[0]
+
+
+def test_a_changed_config_gets_new_run_folders(tmp_path):
+    write_tiny_ml100k(str(tmp_path / "data"), n_users=30)
+    base = [f"--data_path={tmp_path / 'data'}", *TINY]
+    jobs_a, _ = sweep.plan(["mltiny"], ["SASRec"], 2, None, base, str(tmp_path / "lb"))
+    jobs_b, _ = sweep.plan(["mltiny"], ["SASRec"], 2, None, [*base, "--fusion_alpha=0.5"], str(tmp_path / "lb"))
+    assert [job.seed for job in jobs_a] == [2020, 2021]
+    assert {job.results_path for job in jobs_a}.isdisjoint(job.results_path for job in jobs_b)
+
+
+def test_bad_benchmark_input_is_one_line(tmp_path, capsys):
+    assert main(["benchmark", "--srm", "NoSuchModel", "--dataset", "ml-100k", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: srm 'NoSuchModel'") and "\n" not in err
