@@ -199,3 +199,20 @@ def test_llmrec_run_writes_stale_and_fresh_rows(tiny_config):
     recall = out["llm"]["stale_test"]
     assert 0 <= recall["candidate_recall@50"] <= recall["candidate_recall@100"] <= 1
     assert out["llm"]["llm_training"]["epochs_trained"] >= 1
+
+
+def test_windowed_training_candidates_equal_exact_ones_when_the_window_holds_the_history(setup):
+    from recbole_lsc.collab.candidates import prefix_candidates, sample_candidates
+
+    config, _, protocol, model = setup
+    samples = protocol.samples("train")
+    windowed_ids, windowed_scores = prefix_candidates(model, protocol, samples, "stale", 10, 16, "cpu")
+    exact_ids, exact_scores = sample_candidates(model, protocol, samples, "stale", 10, 64, "cpu")
+    ends = protocol.history_end(samples, "stale")
+    short = torch.from_numpy(ends <= config["llm_max_len"])  # one window from the start holds it all
+    assert short.sum() > 20 and (~short).sum() > 20
+    assert torch.equal(windowed_ids[short], exact_ids[short])
+    assert torch.allclose(windowed_scores[short], exact_scores[short], atol=1e-5)
+    # longer histories read a window with at least max_len // 2 items of context: still valid lists
+    long_ids = windowed_ids[~short]
+    assert (long_ids > 0).all() and all(len(set(row.tolist())) == 10 for row in long_ids)

@@ -114,3 +114,28 @@ def test_two_seeds_give_mean_and_std(small_config):
 def test_bad_values_are_refused_before_training(small_config, key, value, message):
     with pytest.raises(ConfigError, match=message):
         run(small_config, **{key: value})
+
+
+@pytest.mark.parametrize("srm", ["SASRec", "GRU4Rec", "NARM", "BERT4Rec"])
+def test_candidate_only_device_scores_equal_the_gathered_full_ranking(small_config, srm):
+    import torch
+    from recbole.data import create_dataset
+
+    from recbole_lsc.config import srm_config_of
+    from recbole_lsc.data.protocol import DeviceCloudProtocol, model_fields
+    from recbole_lsc.model.sequential_recommender.lsc4rec import LSC4Rec
+    from recbole_lsc.quick_start import build_config
+
+    config = build_config("LSC4Rec", "mltiny", config_dict={**small_config, **TINY, "srm": srm})
+    srm_config = srm_config_of(config)
+    dataset = create_dataset(srm_config)
+    protocol = DeviceCloudProtocol.from_dataset(dataset, config["cloud_lag"])
+    model = LSC4Rec(config, dataset, srm_config).eval()
+    samples = protocol.samples("test")
+    batch = protocol.interaction(samples, "fresh", srm_config["MAX_ITEM_LIST_LENGTH"], model_fields(model.srm))
+    candidates = torch.randint(1, dataset.item_num, (len(samples), 20))
+    with torch.no_grad():
+        gathered, _ = model.srm_candidate_scores(batch, candidates)
+        only = model.srm_scores_of_candidates(batch, candidates)
+    assert only.shape == (len(samples), 20)
+    assert torch.allclose(only, gathered, atol=1e-5)

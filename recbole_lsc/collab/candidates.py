@@ -63,18 +63,20 @@ def prefix_candidates(llm, protocol, samples, view, num, batch_size, device):
         index = (protocol.offsets[users] + starts)[:, None] + cols[None, :]
         valid = cols[None, :] < lengths[:, None]
         items = np.where(valid, protocol.items[np.where(valid, index, 0)], 0)
-        items_t, lengths_t = torch.from_numpy(items).to(device), torch.from_numpy(lengths).to(device)
-        hidden = llm.sequence_hidden(items_t, lengths_t)[:, len(llm.prompt_ids) :]
-        log_probs = torch.log_softmax(llm.item_logits(hidden), dim=-1)
-        top_scores, top_ids = torch.topk(log_probs, num, dim=-1)
         flat = index[valid]
         # windows are in (user, start) order, so the first time a prefix appears (in this
         # chunk or an earlier one) is the window that gives it the most context
         _, first = np.unique(flat, return_index=True)
         keep = first[slots[flat[first]] < 0]
-        rows = torch.from_numpy(keep)
-        all_ids[flat[keep]] = top_ids.cpu()[torch.from_numpy(valid)][rows]
-        all_scores[flat[keep]] = top_scores.cpu()[torch.from_numpy(valid)][rows]
+        if len(keep) == 0:
+            continue
+        items_t, lengths_t = torch.from_numpy(items).to(device), torch.from_numpy(lengths).to(device)
+        hidden = llm.sequence_hidden(items_t, lengths_t)[:, len(llm.prompt_ids) :]
+        # the item softmax and top-k, the costly part, only for the prefixes kept
+        kept_hidden = hidden[torch.from_numpy(valid).to(device)][torch.from_numpy(keep).to(device)]
+        top_scores, top_ids = torch.topk(torch.log_softmax(llm.item_logits(kept_hidden), dim=-1), num, dim=-1)
+        all_ids[flat[keep]] = top_ids.cpu()
+        all_scores[flat[keep]] = top_scores.cpu()
         slots[flat[keep]] = 1
     # prefixes of length 0 (stale history empty): the prompt-only prediction, shared by all
     empty = torch.zeros(1, 1, dtype=torch.long, device=device)

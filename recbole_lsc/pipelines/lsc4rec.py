@@ -184,7 +184,7 @@ def measure_cost(config, trainer, lists):
     sample_candidates(model.llm, protocol, samples, "stale", config["candidate_num"], config["eval_batch_size"], config["device"])
     cloud = (time.perf_counter() - start) / len(samples)
     start = time.perf_counter()
-    trainer.srm_scores("test", lists.stale_ids)
+    trainer.srm_scores("test", lists.stale_ids, candidates_only=True)
     device = (time.perf_counter() - start) / len(samples)
     history = np.minimum(protocol.history_end(samples, "fresh"), config["llm_max_len"])
     return {

@@ -95,18 +95,26 @@ class LSC4RecTrainer:
         )
 
     @torch.no_grad()
-    def srm_scores(self, phase, candidate_ids):
-        """SRM scores ``([N, C] of the candidates, [N, n_items] full)`` with fresh histories."""
+    def srm_scores(self, phase, candidate_ids, candidates_only=False):
+        """SRM scores ``([N, C] of the candidates, [N, n_items] full)`` with fresh histories.
+
+        ``candidates_only`` skips the full ranking (returns ``(scores, None)``): the device's
+        deployment cost. The full scores feed the request features and the ``srm`` row.
+        """
         self.model.srm.eval()
         interaction = self.srm_interaction(phase)
         parts, fulls = [], []
         size = self.config["eval_batch_size"]
         for start in range(0, len(interaction), size):
             batch = interaction[start : start + size].to(self.device)
-            cand, full = self.model.srm_candidate_scores(batch, candidate_ids[start : start + size].to(self.device))
+            cands = candidate_ids[start : start + size].to(self.device)
+            if candidates_only:
+                parts.append(self.model.srm_scores_of_candidates(batch, cands).cpu())
+                continue
+            cand, full = self.model.srm_candidate_scores(batch, cands)
             parts.append(cand.cpu())
             fulls.append(full.cpu())
-        return torch.cat(parts), torch.cat(fulls)
+        return torch.cat(parts), (torch.cat(fulls) if fulls else None)
 
     def rerank_score(self, phase="valid"):
         """``valid_metric`` of the SRM re-ranking the stale candidate lists (fusion alpha = 0)."""
