@@ -16,6 +16,8 @@ from recbole_lsc.errors import ConfigError
 from recbole_lsc.model.sequential_recommender.llmrec import LLMRec
 
 COOP_LOSSES = ("mixed", "distill")
+# RecBole SRMs whose full_sort_predict is forward(item_seq, item_seq_len) @ item_embedding.weight.T
+DOT_PRODUCT_SRMS = ("SASRec", "GRU4Rec", "NARM", "STAMP")
 
 
 class LSC4Rec(SequentialRecommender):
@@ -24,6 +26,7 @@ class LSC4Rec(SequentialRecommender):
 
     def __init__(self, config, dataset, srm_config=None, llm=None):
         super().__init__(config, dataset)
+        _check_candidate_num(config, self.n_items - 1)
         from recbole_lsc.utils import get_model
 
         if srm_config is None:
@@ -46,6 +49,19 @@ class LSC4Rec(SequentialRecommender):
         """The SRM's scores of each candidate list ``[B, C]`` (and the full scores)."""
         full = self.srm_full_scores(interaction)
         return full.gather(1, candidate_ids), full
+
+    def srm_scores_of_candidates(self, interaction, candidate_ids):
+        """The SRM's scores of the candidates only ``[B, C]``: what the device computes in deployment.
+
+        For SRMs whose full ranking is ``forward(seq) . item_embedding`` the C candidate
+        embeddings are gathered (C dot products per user instead of n_items); any other SRM
+        scores the catalogue and gathers, which gives the same scores at full cost.
+        """
+        srm = self.srm
+        if type(srm).__name__ in DOT_PRODUCT_SRMS:
+            seq_output = srm.forward(interaction[srm.ITEM_SEQ], interaction[srm.ITEM_SEQ_LEN])
+            return torch.einsum("bd,bcd->bc", seq_output, srm.item_embedding(candidate_ids))
+        return self.srm_full_scores(interaction).gather(1, candidate_ids)
 
     def calculate_loss(self, interaction):
         """The SRM's own RecBole loss (independent training and adaptive re-training)."""
@@ -81,3 +97,15 @@ class LSC4Rec(SequentialRecommender):
     def full_sort_predict(self, interaction):
         """The device model's own full ranking (the ``srm`` reference row)."""
         return self.srm_full_scores(interaction)
+
+
+def _check_candidate_num(config, catalogue):
+    """Refuse, before any training, candidate lists longer than what the LLM can propose."""
+    masked = config["llm_max_len"] if config["llm_mask_history"] else 0
+    limit = catalogue - masked
+    if config["candidate_num"] > limit:
+        why = f" minus the up to {masked} history items llm_mask_history removes" if masked else ""
+        raise ConfigError(
+            f"candidate_num ({config['candidate_num']}) is larger than the catalogue of {catalogue} items{why}; "
+            f"set candidate_num to at most {limit}"
+        )
