@@ -176,29 +176,6 @@ def parameter_count(module):
     return sum(p.numel() for p in module.parameters())
 
 
-# Models whose full_sort_predict is ``forward(seq, len) @ item_embedding.weight.T``.
-GATHER_MODELS = ("SASRec", "GRU4Rec", "NARM")
-
-
-@torch.no_grad()
-def candidate_only_scores(srm, interaction, candidate_ids, batch_size, device):
-    """The SRM's scores of the candidates only: ``forward(seq) . item_embedding[cands]``, ``[N, C]``.
-
-    Batched like ``LSC4RecTrainer.srm_scores`` but never scores the whole catalogue; equal
-    to its ``full.gather(1, cands)`` for ``GATHER_MODELS`` (the benchmarks check this).
-    """
-    if type(srm).__name__ not in GATHER_MODELS:
-        raise ValueError(f"candidate-only scoring is written for {GATHER_MODELS}, not {type(srm).__name__}")
-    srm.eval()
-    parts = []
-    for start in range(0, len(interaction), batch_size):
-        batch = interaction[start : start + batch_size].to(device)
-        seq_output = srm.forward(batch[srm.ITEM_SEQ], batch[srm.ITEM_SEQ_LEN])  # [B, H]
-        cands = srm.item_embedding(candidate_ids[start : start + batch_size].to(device))  # [B, C, H]
-        parts.append(torch.bmm(cands, seq_output.unsqueeze(2)).squeeze(2).cpu())
-    return torch.cat(parts) if parts else torch.zeros(0, candidate_ids.size(1))
-
-
 # ------------------------------------------------------------------ measuring
 
 

@@ -1,47 +1,73 @@
 """Device re-ranking of C candidates vs cloud candidate generation, seconds per user.
 
-Cloud: LLMRec's exact top-C on the stale history (``sample_candidates``). Device, two ways:
+Cloud: LLMRec's exact top-C on the stale history (``sample_candidates``), as the pipeline's
+``measure_cost`` times it. Device, two ways, both through ``LSC4RecTrainer.srm_scores``:
 
-* full catalogue: ``LSC4RecTrainer.srm_scores``, which the pipeline's ``measure_cost``
-  times as the device cost: the SRM scores the WHOLE catalogue and gathers the C candidates
-  (the pipeline needs the full scores anyway for two request features);
-* candidates only: ``forward(fresh history) . item_embedding[candidates]``
-  (``_common.candidate_only_scores``), checked equal to the gathered full scores.
+* candidates only: ``srm_scores("test", ids, candidates_only=True)``, i.e.
+  ``LSC4Rec.srm_scores_of_candidates`` (C dot products per user for the SRMs in
+  ``DOT_PRODUCT_SRMS``, full scoring + gather for any other): the deployment cost, and the
+  path ``measure_cost`` times as the pipeline's device cost;
+* full catalogue: ``srm_scores("test", ids)``: the SRM scores the WHOLE catalogue and gathers
+  the C candidates (the pipeline needs the full scores for two request features and the
+  ``srm`` row, not for its device cost). Its candidate scores must equal the candidate-only
+  ones (atol 1e-5), or the script exits with status 1 after printing its figures.
 
-Each path runs batched as the pipeline does (``eval_batch_size`` users per batch, through
-``measure_cost`` itself) and one user at a time (what a device serves). Default configs
-(LLMRec.yaml, SASRec.yaml; override with --key=value), random weights: the timing does not
-depend on training. Goal: device <= cloud / 50.
+Each path runs batched as the pipeline does (``eval_batch_size`` users per batch) and one
+user at a time (what a device serves). Default configs (LLMRec.yaml, SASRec.yaml; override
+with --key=value), random weights: the timing does not depend on training. Goal: device
+(candidates only) <= cloud / 50.
 
     python benchmarks/device_rerank_vs_cloud.py --dataset=ml-100k --users=0 --repeat=3
 """
 
+import contextlib
 import sys
 import time
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 
 from _common import (
-    candidate_only_scores, emit, environment, lsc4rec_setup, markdown, parameter_count, parse, parser, run,
-    scratch_cwd, timed,
+    emit, environment, lsc4rec_setup, markdown, parameter_count, parse, parser, run, scratch_cwd, timed,
 )
 from recbole_lsc.pipelines.lsc4rec import measure_cost
 
 GOAL = 1 / 50
+ATOL = 1e-5
 
 
-def pipeline_costs(config, trainer, ids, batch_size, repeat):
-    """Median ``measure_cost`` figures (cloud and full-catalogue device) at ``batch_size`` users per batch."""
+@contextlib.contextmanager
+def eval_batch_size(config, size):
+    """``config["eval_batch_size"] = size`` inside the block (the trainer reads the same config)."""
     saved = config["eval_batch_size"]
-    config["eval_batch_size"] = batch_size
+    config["eval_batch_size"] = size
     try:
-        runs = [measure_cost(config, trainer, SimpleNamespace(stale_ids=ids)) for _ in range(repeat)]
+        yield
     finally:
         config["eval_batch_size"] = saved
-    keys = ("cloud_seconds_per_user", "device_seconds_per_user")
-    median = {key: float(np.median([run[key] for run in runs])) for key in keys}
-    return median, runs[0]
+
+
+def path_costs(config, trainer, ids, device, size, repeat, warmup):
+    """Seconds per user at ``size`` users per batch: cloud and the pipeline's device cost (median
+    ``measure_cost``), the device's full-catalogue and candidate-only ``srm_scores`` (median
+    ``timed``); also the first ``measure_cost`` figures and both paths' candidate scores."""
+    users = len(ids)
+    with eval_batch_size(config, size):
+        runs = [measure_cost(config, trainer, SimpleNamespace(stale_ids=ids)) for _ in range(warmup + repeat)]
+        runs = runs[warmup:]
+        full_s, (full_cands, _) = timed(lambda: trainer.srm_scores("test", ids), device, repeat, warmup)
+        cand_s, (cand_scores, _) = timed(
+            lambda: trainer.srm_scores("test", ids, candidates_only=True), device, repeat, warmup
+        )
+    figures = {
+        "batch_size": min(size, users),
+        "cloud_seconds_per_user": float(np.median([r["cloud_seconds_per_user"] for r in runs])),
+        "pipeline_device_seconds_per_user": float(np.median([r["device_seconds_per_user"] for r in runs])),
+        "device_full_seconds_per_user": full_s / users,
+        "device_candidates_seconds_per_user": cand_s / users,
+    }
+    return figures, runs[0], cand_scores, full_cands
 
 
 def main(argv=None):
@@ -57,34 +83,13 @@ def main(argv=None):
         ids, _ = trainer.candidates("test", "stale")  # the stale lists the device re-ranks
         batch = config["eval_batch_size"]
 
-        pipeline_costs(config, trainer, ids, batch, 1)  # warm-up (thread pools, first allocations)
-        batched, pipeline_cost = pipeline_costs(config, trainer, ids, batch, args.repeat)
-        cand_s, cand_scores = timed(
-            lambda: candidate_only_scores(model.srm, trainer.srm_interaction("test"), ids, batch, device),
-            device, args.repeat, warmup=1,
-        )
-        full_scores, _ = trainer.srm_scores("test", ids)
-        max_diff = float((cand_scores - full_scores).abs().max())
+        batched, pipeline_cost, cand_scores, full_cands = path_costs(config, trainer, ids, device, batch,
+                                                                     args.repeat, warmup=1)
+        single, _, cand1_scores, full1_cands = path_costs(config, trainer, ids, device, 1, args.batch1, warmup=0)
+    max_diff = max(float((cand_scores - full_cands).abs().max()), float((cand1_scores - full1_cands).abs().max()))
+    equal = torch.allclose(cand_scores, full_cands, atol=ATOL) and torch.allclose(cand1_scores, full1_cands, atol=ATOL)
 
-        single, _ = pipeline_costs(config, trainer, ids, 1, args.batch1)
-        cand1_s, _ = timed(
-            lambda: candidate_only_scores(model.srm, trainer.srm_interaction("test"), ids, 1, device), device, args.batch1
-        )
-
-    paths = {
-        "batched": {
-            "batch_size": min(batch, users),
-            "cloud_seconds_per_user": batched["cloud_seconds_per_user"],
-            "device_full_seconds_per_user": batched["device_seconds_per_user"],
-            "device_candidates_seconds_per_user": cand_s / users,
-        },
-        "one_user_per_call": {
-            "batch_size": 1,
-            "cloud_seconds_per_user": single["cloud_seconds_per_user"],
-            "device_full_seconds_per_user": single["device_seconds_per_user"],
-            "device_candidates_seconds_per_user": cand1_s / users,
-        },
-    }
+    paths = {"batched": batched, "one_user_per_call": single}
     for figures in paths.values():
         cloud = figures["cloud_seconds_per_user"]
         figures["device_full_over_cloud"] = figures["device_full_seconds_per_user"] / cloud
@@ -100,8 +105,9 @@ def main(argv=None):
         "device_over_cloud": head["device_candidates_over_cloud"],
         "goal_met": head["goal_met_candidates"],
         **paths,
-        "pipeline_device_cost_is_full_catalogue": True,
         "candidate_only_max_abs_diff": max_diff,
+        "candidate_only_equals_full_atol": ATOL,
+        "candidate_only_equals_full": equal,
         "pipeline_measure_cost": pipeline_cost,
         "llm_parameters": parameter_count(model.llm), "srm_parameters": parameter_count(model.srm),
         "environment": environment(device),
@@ -113,13 +119,19 @@ def main(argv=None):
     for name, figures in paths.items():
         rows += [
             (name, figures["batch_size"], "cloud: LLMRec top-C, stale history", figures["cloud_seconds_per_user"], 1.0),
-            (name, figures["batch_size"], "device: SRM full catalogue + gather (pipeline)",
+            (name, figures["batch_size"], "device: SRM full catalogue + gather (srm_scores)",
              figures["device_full_seconds_per_user"], figures["device_full_over_cloud"]),
-            (name, figures["batch_size"], "device: SRM candidates only",
+            (name, figures["batch_size"], "device: SRM candidates only (srm_scores candidates_only; pipeline)",
              figures["device_candidates_seconds_per_user"], figures["device_candidates_over_cloud"]),
         ]
     lines += markdown(["calls", "batch", "path", "s / user", "vs cloud"], rows)
+    lines.append(f"\ncandidate-only vs full-catalogue candidate scores: max |diff| {max_diff:.2e} "
+                 f"({'equal' if equal else 'NOT equal'} at atol {ATOL:g})")
     emit(result, lines, args.out)
+    if not equal:
+        print(f"error: candidate-only scores differ from the gathered full scores by {max_diff:.2e} > {ATOL:g}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -12,7 +12,8 @@ random weights and the default configs:
   training sample (``prefix_candidates``); one LLM training step (``window_loss`` + AdamW, as
   ``LLMRecTrainer``) on ``llm_batch_size`` windows;
 * device: SRM full-catalogue scoring (``LSC4RecTrainer.srm_scores``), candidate-only scoring
-  (batched and one user), one SRM training step (its RecBole trainer's optimizer,
+  (``srm_scores(..., candidates_only=True)`` batched, ``LSC4Rec.srm_scores_of_candidates`` for
+  one user), one SRM training step (its RecBole trainer's optimizer,
   ``calculate_loss``) on a ``train_batch_size`` batch of RecBole's loader.
 
     python benchmarks/memory_and_params.py --dataset=ml-100k
@@ -24,7 +25,7 @@ import time
 import torch
 
 from _common import (
-    PeakMemory, _status_kib, candidate_only_scores, emit, environment, lsc4rec_setup, markdown, parameter_count,
+    PeakMemory, _status_kib, emit, environment, lsc4rec_setup, markdown, parameter_count,
     parse, parser, run, scratch_cwd,
 )
 from recbole_lsc.collab.candidates import sample_candidates
@@ -75,10 +76,17 @@ def main(argv=None):
 
         measure("cloud_train_step", llm_step)
 
-        interaction = trainer.srm_interaction("test")
+        one_user = trainer.srm_interaction("test")[:1].to(device)
+        one_ids = ids[:1].to(device)
+
+        @torch.no_grad()
+        def candidates_one_user():
+            srm.eval()
+            return model.srm_scores_of_candidates(one_user, one_ids)
+
         measure("device_full_batched", lambda: trainer.srm_scores("test", ids))
-        measure("device_candidates_batched", lambda: candidate_only_scores(srm, interaction, ids, batch, device))
-        measure("device_candidates_one_user", lambda: candidate_only_scores(srm, interaction[:1], ids[:1], 1, device))
+        measure("device_candidates_batched", lambda: trainer.srm_scores("test", ids, candidates_only=True))
+        measure("device_candidates_one_user", candidates_one_user)
         srm_trainer = setup.srm_recbole_trainer()
         train_batch = next(iter(setup.train_data))
 

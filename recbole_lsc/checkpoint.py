@@ -34,8 +34,12 @@ def optimizer_path(path):
     return os.path.splitext(path)[0] + ".optim.pt"
 
 
-def _atomic(path, write):
-    tmp = f"{path}.tmp-{os.getpid()}"
+def write_atomic(path, write):
+    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place.
+
+    An interrupted write leaves neither a partial ``path`` nor the temporary file.
+    """
+    tmp = f"{path}.tmp-{os.getpid()}{os.path.splitext(path)[1]}"
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -48,9 +52,9 @@ def save_checkpoint(path, model, meta=None, optimizer=None):
     """Write ``model``'s tensors and a JSON-serialisable ``meta`` dict to ``path``."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     header = {"format": FORMAT_VERSION, "model": type(model).__name__, **(meta or {})}
-    _atomic(path, lambda tmp: save_model(model, tmp, metadata={META_KEY: json.dumps(header)}))
+    write_atomic(path, lambda tmp: save_model(model, tmp, metadata={META_KEY: json.dumps(header)}))
     if optimizer is not None:
-        _atomic(optimizer_path(path), lambda tmp: torch.save(optimizer.state_dict(), tmp))
+        write_atomic(optimizer_path(path), lambda tmp: torch.save(optimizer.state_dict(), tmp))
 
 
 def read_meta(path):
@@ -72,17 +76,26 @@ def read_meta(path):
         raise CheckpointError(f"checkpoint '{path}' has a corrupt header; delete it and train again") from None
 
 
-def load_checkpoint(path, model, device="cpu", optimizer=None):
-    """Load tensors from ``path`` into ``model`` (and ``optimizer`` if given); return the header."""
+def load_checkpoint(path, model, device="cpu", optimizer=None, expect=None):
+    """Load tensors from ``path`` into ``model`` (and ``optimizer`` if given); return the header.
+
+    ``expect`` holds header entries that must match. On any error the model keeps the
+    weights it had (safetensors would otherwise have copied the tensors that did match).
+    """
     meta = read_meta(path)
     if meta.get("model") != type(model).__name__:
         raise CheckpointError(
             f"checkpoint '{path}' holds a {meta.get('model')} model, not a {type(model).__name__}; "
             "pass a checkpoint of the same model"
         )
+    for key, value in (expect or {}).items():
+        if meta.get(key) != value:
+            raise CheckpointError(f"checkpoint '{path}' has {key} {meta.get(key)!r}, expected {value!r}")
+    before = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     try:
         load_model(model, path, strict=True, device=str(device))
     except (SafetensorError, RuntimeError) as err:
+        model.load_state_dict(before)
         first_line = str(err).strip().splitlines()[0]
         raise CheckpointError(
             f"checkpoint '{path}' does not match this model's configuration ({first_line}); "

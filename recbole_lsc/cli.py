@@ -34,8 +34,7 @@ def main(argv=None):
         if argv[:1] == ["benchmark"]:
             from recbole_lsc.leaderboard.command import main as benchmark
 
-            benchmark(argv[1:])
-            return 0
+            return benchmark(argv[1:])
         model, dataset, files, overrides = parse_args(argv)
         from recbole_lsc.quick_start import run_recbole_lsc
 

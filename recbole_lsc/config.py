@@ -183,6 +183,8 @@ class LSCConfig(Config):
         owned = _plugin_keys()
         by_lower = {key.lower(): key for key in owned}
         for key in self.external_config_dict:
+            if not isinstance(key, str):
+                raise ConfigError(f"config key {key!r} is not a name; config keys are words such as 'epochs'")
             if key in known:
                 continue
             close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.8)
@@ -275,7 +277,8 @@ def _literal(text):
         value = ast.literal_eval(text)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         lowered = text.strip().lower()
-        return {"true": True, "false": False}.get(lowered, text)
+        # yaml's spellings of booleans and null, as in the config files
+        return {"true": True, "false": False, "~": None, "null": None, "none": None}.get(lowered, text)
     return value if isinstance(value, (str, int, float, bool, list, tuple, dict)) or value is None else text
 
 

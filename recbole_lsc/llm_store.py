@@ -3,9 +3,11 @@
 Training the cloud is the costly step of a run, and it does not depend on the device SRM:
 a sweep over SRM backbones (or a re-run) trains it once per dataset and seed and reuses
 it. An entry is ``<trained_llm_cache>/LLMRec-<dataset>-<key>.safetensors`` (a recbole-lsc
-checkpoint, nothing unpickled) plus ``.sha256`` beside it; ``key`` hashes the LLM's
-config, the data and protocol keys, the seed and the package version, so two configs
-never share an entry. A file whose checksum does not match is reported and retrained.
+checkpoint, nothing unpickled) plus ``.sha256`` beside it. ``key`` hashes the LLM's config,
+the protocol keys and seed, the interactions and item catalogue themselves, the backbone's
+weights (``backbone_fingerprint``), the library versions and ``CACHE_FORMAT`` (bumped when
+training code changes what a config trains), and is checked again on load. A file that
+fails its checksum or its key is reported and retrained.
 """
 
 import hashlib
@@ -14,49 +16,73 @@ import json
 import logging
 import os
 
-from recbole_lsc.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+import numpy as np
+
+from recbole_lsc.data.item_text import item_titles
+from recbole_lsc.checkpoint import file_sha256, load_checkpoint, save_checkpoint, write_atomic
 from recbole_lsc.errors import CheckpointError
+from recbole_lsc.model.llm_backbone import backbone_fingerprint
 
-# Non-``llm_*`` keys that change the LLM or the data it is trained and selected on.
-SHAPING_KEYS = (
-    "dataset", "data_path", "load_col", "unload_col", "unused_col", "rm_dup_inter", "val_interval",
-    "filter_inter_by_user_or_item", "user_inter_num_interval", "item_inter_num_interval",
-    "USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD", "eval_args", "cloud_lag", "seed",
-    "reproducibility", "valid_metric", "metrics", "topk",
-)
+CACHE_FORMAT = 2
+# Non-``llm_*`` keys that change the LLM or how its epoch is chosen.
+SHAPING_KEYS = ("cloud_lag", "seed", "reproducibility", "valid_metric", "metrics", "topk")
 _NOT_SHAPING = ("llm_cache_dir",)  # where backbones are cached, not what they are
+_VERSIONED = ("recbole-lsc", "recbole", "torch", "transformers", "peft")
 
 
-def llm_key(config):
-    """Hex digest of the config entries that determine the trained LLM."""
+def _version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def data_fingerprint(config, dataset, protocol):
+    """SHA-256 of what the LLM learns from: every user's item sequence in time order (the
+    protocol's arrays, the same before and after RecBole builds the dataset), the item
+    catalogue and, for backbones that read them, the item titles."""
+    digest = hashlib.sha256()
+    for array in (protocol.lengths, protocol.items):
+        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    digest.update("\x1f".join(map(str, dataset.field2id_token[dataset.iid_field])).encode("utf-8"))
+    if config["llm_backbone"] != "tiny" and config["llm_item_text_field"]:
+        digest.update("\x1f".join(item_titles(dataset, config["llm_item_text_field"])).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def llm_key(config, dataset, protocol):
+    """Hex digest of everything that determines the trained LLM."""
     keys = sorted(
         key for key in config.final_config_dict
         if (key.startswith("llm_") and key not in _NOT_SHAPING) or key in SHAPING_KEYS
     )
-    try:
-        version = importlib.metadata.version("recbole-lsc")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
-    payload = {"recbole-lsc": version, **{key: config[key] for key in keys}}
+    payload = {
+        "format": CACHE_FORMAT,
+        "versions": {name: _version(name) for name in _VERSIONED},
+        "data": data_fingerprint(config, dataset, protocol),
+        "backbone": backbone_fingerprint(config["llm_backbone"]),
+        **{key: config[key] for key in keys},
+    }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
-def entry_path(config):
-    """The cache file of this config's LLM, or None when ``trained_llm_cache`` is off."""
+def entry_path(config, key):
+    """The cache file of the LLM with ``key``, or None when ``trained_llm_cache`` is off."""
     folder = config["trained_llm_cache"]
     if not folder:
         return None
-    return os.path.join(folder, f"LLMRec-{config['dataset']}-{llm_key(config)}.safetensors")
+    return os.path.join(folder, f"LLMRec-{config['dataset']}-{key}.safetensors")
 
 
-def load_trained_llm(config, model):
+def load_trained_llm(config, dataset, protocol, model):
     """Fill ``model`` from the cache; return the stored training log, or None on a miss.
 
-    A corrupt, foreign or mismatching entry is logged and treated as a miss (it is
-    overwritten after training), never unpickled.
+    A corrupt, foreign or mismatching entry is logged and treated as a miss (the model is
+    left as it was, and the entry is overwritten after training), never unpickled.
     """
-    path = entry_path(config)
+    key = llm_key(config, dataset, protocol)
+    path = entry_path(config, key)
     if path is None or not os.path.isfile(path):
         return None
     logger = logging.getLogger()
@@ -69,23 +95,27 @@ def load_trained_llm(config, model):
         logger.warning(f"trained LLM cache '{path}' fails its checksum; training the LLM again")
         return None
     try:
-        meta = load_checkpoint(path, model, device=config["device"])
+        meta = load_checkpoint(path, model, device=config["device"], expect={"key": key})
     except CheckpointError as err:
         logger.warning(f"{err}; training the LLM again")
         return None
+    training = meta.get("training")
     logger.info(f"trained LLM loaded from cache '{path}'")
-    return {**meta.get("training", {}), "cached": path}
+    return {**(training if isinstance(training, dict) else {}), "cached": path}
 
 
-def store_trained_llm(config, model, training_log):
+def store_trained_llm(config, dataset, protocol, model, training_log):
     """Write the trained ``model`` and its checksum (each file atomically); return the path."""
-    path = entry_path(config)
+    key = llm_key(config, dataset, protocol)
+    path = entry_path(config, key)
     if path is None:
         return None
-    save_checkpoint(path, model, meta={"training": training_log, "key": llm_key(config)})
-    tmp = f"{path}.sha256.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(file_sha256(path) + "\n")
-    os.replace(tmp, f"{path}.sha256")
+    save_checkpoint(path, model, meta={"training": training_log, "key": key})
+
+    def write_checksum(tmp):
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(file_sha256(path) + "\n")
+
+    write_atomic(f"{path}.sha256", write_checksum)
     logging.getLogger().info(f"trained LLM cached at '{path}'")
     return path

@@ -170,11 +170,27 @@ def test_other_model_class_is_refused(tmp_path):
     assert "Tiny" in str(info.value) and "OtherTiny" in str(info.value)
 
 
-def test_same_class_other_shape_is_refused(tmp_path):
+def test_same_class_other_shape_is_refused_and_leaves_the_model_untouched(tmp_path):
     path = str(tmp_path / "tiny.safetensors")
-    save_checkpoint(path, seeded(Tiny, width=3), meta={"epoch": 0})
+    saved = seeded(Tiny, width=3)
+    saved.linear = torch.nn.Linear(4, 2)  # 'linear' no longer fits a width-4 model, 'embedding' does not either
+    saved.embedding = torch.nn.Embedding(5, 4, padding_idx=0)
+    saved.linear.bias.data.fill_(7.0)  # same shape as the target's bias: safetensors alone would copy it
+    save_checkpoint(path, saved, meta={"epoch": 0})
+    target = seeded(Tiny, width=3)
+    before = {name: tensor.clone() for name, tensor in target.state_dict().items()}
     with pytest.raises(CheckpointError, match="does not match"):
-        load_checkpoint(path, Tiny(width=4))
+        load_checkpoint(path, target)
+    for name, tensor in target.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+
+
+def test_expected_header_entries_are_checked(tmp_path):
+    path = str(tmp_path / "tiny.safetensors")
+    save_checkpoint(path, seeded(Tiny), meta={"key": "abc"})
+    assert load_checkpoint(path, Tiny(), expect={"key": "abc"})["key"] == "abc"
+    with pytest.raises(CheckpointError, match="expected 'xyz'"):
+        load_checkpoint(path, Tiny(), expect={"key": "xyz"})
 
 
 @pytest.mark.parametrize("payload_cls", [Payload, ShellPayload])

@@ -28,7 +28,7 @@ from recbole_lsc.config import LSCConfig, srm_config_of
 from recbole_lsc.data import DeviceCloudProtocol, user_sequences
 from recbole_lsc.data.item_text import item_titles
 from recbole_lsc.errors import ConfigError
-from recbole_lsc.llm_store import entry_path, load_trained_llm
+from recbole_lsc.llm_store import entry_path, llm_key, load_trained_llm
 from recbole_lsc.model.sequential_recommender.llmrec import LLMRec
 from recbole_lsc.quick_start import run_recbole_lsc
 from test_llmrec import _save_local_llama
@@ -278,13 +278,15 @@ def test_planted_pickle_in_the_trained_llm_cache_is_not_executed(tiny_config, tm
     values = {**tiny_config, **{k: TINY_LSC[k] for k in ("llm_hidden_size", "llm_layers", "llm_heads", "llm_max_len")},
               "trained_llm_cache": str(tmp_path / "llm_cache")}
     config = LSCConfig("LLMRec", "mltiny", config_dict=values)
-    path, marker = entry_path(config), tmp_path / "MARKER"
+    dataset = create_dataset(config)
+    protocol = DeviceCloudProtocol.from_dataset(dataset, config["cloud_lag"])
+    path, marker = entry_path(config, llm_key(config, dataset, protocol)), tmp_path / "MARKER"
     os.makedirs(os.path.dirname(path))
     with open(path, "wb") as handle:
         pickle.dump(Payload(marker), handle)
     with open(f"{path}.sha256", "w", encoding="utf-8") as handle:  # even with a matching checksum
         handle.write(hashlib.sha256(open(path, "rb").read()).hexdigest())
-    assert load_trained_llm(config, LLMRec(config, create_dataset(config))) is None
+    assert load_trained_llm(config, dataset, protocol, LLMRec(config, dataset)) is None
     assert not marker.exists()
 
 
@@ -329,7 +331,8 @@ def test_smollm2_cache_is_reused_checked_and_rebuilt(fake_smollm2, tmp_path, cap
     assert not os.path.exists(os.path.join(folder, "pytorch_model.bin"))
 
     gguf.write_bytes(b"v2 of the file")  # another source never shares the entry
-    llm_backbone.resolve_backbone_folder("smollm2-135m", cache)
+    with caplog.at_level(logging.WARNING):
+        llm_backbone.resolve_backbone_folder("smollm2-135m", cache)
     assert len(builds) == 4 and "was made from another GGUF file" in caplog.text
 
 

@@ -11,17 +11,19 @@ training candidates do not apply ``llm_mask_history``; evaluation candidates do.
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from recbole_lsc.data.protocol import model_fields
 
 
 @torch.no_grad()
-def sample_candidates(llm, protocol, samples, view, num, batch_size, device):
+def sample_candidates(llm, protocol, samples, view, num, batch_size, device, show_progress=False):
     """Exact top-``num`` LLM candidates ``(ids [N, num], log_probs [N, num])`` for ``samples``."""
     llm.eval()
     interaction = protocol.interaction(samples, view, llm.max_history, model_fields(llm))
     ids, scores = [], []
-    for start in range(0, len(interaction), batch_size):
+    for start in tqdm(range(0, len(interaction), batch_size), desc=f"LLM candidates ({view})",
+                      disable=not show_progress, leave=False):
         batch = interaction[start : start + batch_size].to(device)
         batch_ids, batch_scores = llm.top_candidates(batch[llm.ITEM_SEQ], batch[llm.ITEM_SEQ_LEN], num)
         ids.append(batch_ids.cpu())
@@ -43,7 +45,7 @@ def _windows(last_end, span, stride):
 
 
 @torch.no_grad()
-def prefix_candidates(llm, protocol, samples, view, num, batch_size, device):
+def prefix_candidates(llm, protocol, samples, view, num, batch_size, device, show_progress=False):
     """Top-``num`` LLM candidates for many samples from windowed causal passes (see module doc)."""
     llm.eval()
     span = llm.max_history
@@ -56,7 +58,8 @@ def prefix_candidates(llm, protocol, samples, view, num, batch_size, device):
     all_ids = torch.zeros(len(protocol.items), num, dtype=torch.long)
     all_scores = torch.zeros(len(protocol.items), num)
     windows = _windows(last_end, span, stride)
-    for first in range(0, len(windows), batch_size):
+    for first in tqdm(range(0, len(windows), batch_size), desc=f"LLM training candidates ({view})",
+                      disable=not show_progress, leave=False):
         chunk = windows[first : first + batch_size]
         users, starts, lengths = chunk[:, 0], chunk[:, 1], chunk[:, 2]
         cols = np.arange(span)

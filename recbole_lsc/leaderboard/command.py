@@ -15,7 +15,9 @@ import io
 import json
 import logging
 import os
+import sys
 
+from recbole_lsc.checkpoint import write_atomic
 from recbole_lsc.leaderboard import plots
 from recbole_lsc.leaderboard.sweep import plan, run_jobs
 from recbole_lsc.leaderboard.table import aggregate, csv_rows, markdown
@@ -44,13 +46,16 @@ def parse_args(argv):
 
 
 def _write_text(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+
+    write_atomic(path, write)
 
 
 def _csv_text(rows):
+    if not rows:
+        return ""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -96,9 +101,16 @@ def main(argv):
     first = next(iter(configs.values()))["config"]
     metric = first["valid_metric"].lower()
     metrics = [f"{name.lower()}@{k}" for name in first["metrics"] for k in first["topk"] if k == 10] or [metric]
-    run_jobs(jobs, workers=args.workers, ray_address=args.ray_address)
+    failures = run_jobs(jobs, workers=args.workers, ray_address=args.ray_address)
     runs = collect(jobs)
-    rows = write_leaderboard(args.out, runs, configs, metric, metrics, complete=len(runs) == len(jobs))
+    complete = len(runs) == len(jobs)
+    rows = write_leaderboard(args.out, runs, configs, metric, metrics, complete=complete) if runs else []
     print(markdown(rows, metrics, configs))
+    for job, message in failures:
+        print(f"error: job {job.run_name} failed: {message}", file=sys.stderr)
+    if not complete:
+        print(f"error: {len(jobs) - len(runs)} of {len(jobs)} jobs have no results; the leaderboard is marked "
+              "incomplete; fix the cause and re-run the same command to finish them", file=sys.stderr)
+        return 1
     logging.getLogger().info(f"leaderboard written to {os.path.abspath(args.out)}")
-    return rows
+    return 0

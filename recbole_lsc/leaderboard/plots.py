@@ -1,12 +1,12 @@
 """PNG figures of a sweep: request curves per dataset x backbone, a bar chart per dataset."""
 
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from recbole_lsc.checkpoint import write_atomic  # noqa: E402
 
 POLICY_STYLE = {
     "learned": {"color": "tab:red", "marker": "o"},
@@ -17,10 +17,10 @@ POLICY_STYLE = {
 
 
 def _save(fig, path):
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+    finally:
+        plt.close(fig)
 
 
 def mean_curve(payloads):

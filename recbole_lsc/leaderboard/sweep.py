@@ -62,10 +62,12 @@ def plan(datasets, srms, seeds, config_files, overrides, out):
     from recbole_lsc.config import srm_config_of
     from recbole_lsc.quick_start import build_config
 
+    datasets, srms = list(dict.fromkeys(datasets)), list(dict.fromkeys(srms))  # a repeated name runs once
     results_dir = os.path.abspath(os.path.join(out, "runs"))
     config_files = [os.path.abspath(file) for file in config_files or []]
     overrides = tuple(overrides)
-    overrides += tuple(f"--{key}={os.path.abspath(value)}" for key, value in _absolute_paths(overrides))
+    first = build_config("LSC4Rec", datasets[0], config_files, cmd_args=overrides)
+    overrides += tuple(_absolute_paths(first))
     jobs, configs = [], {}
     for dataset in datasets:
         for srm in srms:
@@ -82,21 +84,35 @@ def plan(datasets, srms, seeds, config_files, overrides, out):
     return jobs, configs
 
 
-def _absolute_paths(overrides):
-    """Relative cache/checkpoint paths made absolute so that Ray workers share them."""
-    given = dict(arg[2:].split("=", 1) for arg in overrides)
-    for key, default in (("trained_llm_cache", "saved/llm_cache"), ("checkpoint_dir", "saved")):
-        value = given.get(key, default)
-        if value and value not in ("None", "~") and not os.path.isabs(value):
-            yield key, value
+def _absolute_paths(config):
+    """Overrides that make relative cache/checkpoint folders absolute, so that Ray workers share them."""
+    for key in ("trained_llm_cache", "checkpoint_dir"):
+        value = config[key]
+        if value and not os.path.isabs(value):
+            yield f"--{key}={os.path.abspath(value)}"
 
 
 def run_job(job):
     """Run one job in this process; return its results.json path."""
     from recbole_lsc.quick_start import run_recbole_lsc
 
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # RecBole's init_logger only configures a bare root logger
+        root.removeHandler(handler)
+        handler.close()
     out = run_recbole_lsc("LSC4Rec", job.dataset, list(job.config_files) or None, cmd_args=job.cmd_args())
     return out["path"]
+
+
+def _try(job, run):
+    """Run ``job``; a failure is logged and returned as ``(job, message)``, not raised."""
+    try:
+        run(job)
+        return None
+    except Exception as err:  # one broken job must not lose the rest of the sweep
+        message = f"{type(err).__name__}: {err}"
+        logging.getLogger().error(f"sweep job {job.run_name} failed: {message}")
+        return job, message
 
 
 def _run_job_spec(spec):
@@ -108,17 +124,16 @@ def pending(jobs):
 
 
 def run_jobs(jobs, workers=1, ray_address=None):
-    """Run the unfinished ``jobs``; finished ones (results.json present) are skipped."""
+    """Run the unfinished ``jobs`` (finished ones are skipped); return the failures ``[(job, message)]``."""
     todo = pending(jobs)
     logger = logging.getLogger()
     logger.info(f"sweep: {len(jobs) - len(todo)} of {len(jobs)} jobs already finished, {len(todo)} to run")
     if not todo:
-        return
+        return []
     if workers <= 1 and ray_address is None:
-        for job in tqdm(todo, desc="sweep", unit="job"):
-            run_job(job)
-        return
-    _run_on_ray(todo, workers, ray_address)
+        failures = [_try(job, run_job) for job in tqdm(todo, desc="sweep", unit="job")]
+        return [failure for failure in failures if failure]
+    return _run_on_ray(todo, workers, ray_address)
 
 
 def _run_on_ray(todo, workers, ray_address):
@@ -134,12 +149,17 @@ def _run_on_ray(todo, workers, ray_address):
         for job in todo:  # one job per (dataset, seed) trains (and caches) that cloud
             first.setdefault((job.dataset, job.seed), job)
         waves = [list(first.values()), [job for job in todo if job not in first.values()]]
+        failures = []
         with tqdm(total=len(todo), desc="sweep", unit="job") as bar:
             for wave in waves:
-                refs = [remote.remote(asdict(job)) for job in wave]
-                while refs:
-                    done, refs = ray.wait(refs, num_returns=1)
-                    ray.get(done)
+                refs = {remote.remote(asdict(job)): job for job in wave}
+                pending_refs = list(refs)
+                while pending_refs:
+                    done, pending_refs = ray.wait(pending_refs, num_returns=1)
+                    failure = _try(refs[done[0]], lambda _: ray.get(done[0]))
+                    if failure:
+                        failures.append(failure)
                     bar.update(1)
+        return failures
     finally:
         ray.shutdown()

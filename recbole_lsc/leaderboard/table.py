@@ -49,7 +49,7 @@ def aggregate(runs, metric):
         rows.append({
             "dataset": dataset, "method": method, "role": group["role"], "backbone": backbone,
             "seeds": seeds, "test": mean, "test_std": std,
-            "config_id": ",".join(sorted(group["config_ids"])), "runs": group["runs"],
+            "config_id": sorted(group["config_ids"]), "runs": group["runs"],
         })
     _attach_paired_tests(rows, per_user)
     _rank(rows, metric)
@@ -61,6 +61,10 @@ def _attach_paired_tests(rows, per_user):
         if row["role"] != "lsc4rec" or (row["dataset"], row["backbone"]) not in per_user:
             continue
         seeds = per_user[(row["dataset"], row["backbone"])]
+        sizes = {len(s[role]) for s in seeds for role in ("lsc4rec", *SINGLE_ROLES)}
+        if len(sizes) != 1:
+            raise ValueError(f"{row['dataset']} / {row['backbone']}: the runs scored different numbers of test "
+                             f"users {sorted(sizes)}; paired tests need the same users (same data and filters)")
         mean = {role: np.mean([np.asarray(s[role]) for s in seeds], axis=0) for role in ("lsc4rec", *SINGLE_ROLES)}
         row["paired_tests"] = {
             "metric": seeds[0]["metric"],
@@ -89,7 +93,7 @@ def markdown(rows, metrics, configs):
             cells += [_mean_std(row, metric) for metric in metrics]
             tests = row.get("paired_tests", {})
             cells += [_p(tests.get(role)) for role in SINGLE_ROLES]
-            cells.append(row["config_id"])
+            cells.append(" ".join(row["config_id"]))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["p: two-sided Wilcoxon signed-rank test over test users of LSC4Rec against the single model "
@@ -111,7 +115,7 @@ def csv_rows(rows, metrics):
             item[f"{metric}_std"] = row["test_std"].get(metric)
         for role in SINGLE_ROLES:
             item[f"p_vs_{role}"] = row.get("paired_tests", {}).get(role, {}).get("wilcoxon_p")
-        item["config_id"] = row["config_id"]
+        item["config_id"] = " ".join(row["config_id"])
         flat.append(item)
     return flat
 

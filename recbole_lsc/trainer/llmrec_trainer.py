@@ -12,6 +12,7 @@ import logging
 import time
 
 import torch
+from recbole.utils import get_tensorboard, init_seed
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
@@ -29,6 +30,7 @@ class LLMRecTrainer:
         self.valid_metric = config["valid_metric"].lower()
         self.epochs_trained = 0
         self.best_epoch = -1
+        self.tensorboard = get_tensorboard(self.logger)  # the same log_tensorboard/ run folder as RecBole's
 
     def _loader(self):
         items, lengths = self.protocol.cloud_training_windows(self.config["llm_max_len"])
@@ -37,7 +39,13 @@ class LLMRecTrainer:
         return DataLoader(dataset, batch_size=self.config["llm_batch_size"], shuffle=True, generator=generator)
 
     def fit(self, show_progress=False):
-        """Train with early stopping; the best epoch's weights stay in the model. Returns its valid metrics."""
+        """Train with early stopping; the best epoch's weights stay in the model. Returns its valid metrics.
+
+        Reseeds first: dropout draws from the global generator, and the trained LLM must not
+        depend on what was built before it (an SRM of any kind, or none), since runs with
+        different SRMs share it through the trained-LLM cache.
+        """
+        init_seed(self.config["seed"], self.config["reproducibility"])
         loader = self._loader()
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
@@ -60,6 +68,8 @@ class LLMRecTrainer:
             result = self.evaluate("valid", view)
             score = result[self.valid_metric]
             self.epochs_trained = epoch + 1
+            self.tensorboard.add_scalar("LLM/Loss/Train", total / max(len(loader), 1), epoch)
+            self.tensorboard.add_scalar(f"LLM/Valid/{self.valid_metric} ({view})", score, epoch)
             self.logger.info(
                 f"LLM epoch {epoch}: loss {total / max(len(loader), 1):.4f}, valid ({view}) "
                 f"{self.valid_metric} {score:.4f} [{time.time() - start:.1f}s]"

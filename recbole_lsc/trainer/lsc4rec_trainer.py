@@ -18,7 +18,7 @@ import time
 
 import torch
 from recbole.data.transform import construct_transform
-from recbole.utils import init_seed
+from recbole.utils import get_tensorboard, init_seed
 from tqdm.auto import tqdm
 
 from recbole_lsc.collab.candidates import prefix_candidates, sample_candidates
@@ -44,18 +44,19 @@ class LSC4RecTrainer:
         self.llm_calls = {}  # stage -> number of LLM candidate computations (one per cache fill)
         self._cache = {}
         self.stage_log = {}
+        self.tensorboard = get_tensorboard(self.logger)
 
     # --------------------------------------------------------------- stage 1
     def train_llm(self):
         """Train the cloud LLM, or load the one a run with the same LLM config cached."""
         trainer = LLMRecTrainer(self.config, self.model.llm, self.protocol)
-        cached = load_trained_llm(self.config, self.model.llm)
+        cached = load_trained_llm(self.config, self.dataset, self.protocol, self.model.llm)
         if cached is None:
             start = time.time()
             trainer.fit(show_progress=self.config["show_progress"])
             log = {"seconds": round(time.time() - start, 1), "epochs_trained": trainer.epochs_trained,
                    "best_epoch": trainer.best_epoch}
-            store_trained_llm(self.config, self.model.llm, log)
+            store_trained_llm(self.config, self.dataset, self.protocol, self.model.llm, log)
             self.stage_log["llm"] = log
         else:
             self.stage_log["llm"] = cached
@@ -84,7 +85,7 @@ class LSC4RecTrainer:
             self._cache[key] = fill(
                 self.model.llm, self.protocol, samples, view, self.config["candidate_num"],
                 self.config["eval_batch_size"] if fill is sample_candidates else self.config["llm_batch_size"],
-                self.device,
+                self.device, show_progress=self.config["show_progress"],
             )
             self.llm_calls[f"{phase}/{view}"] = self.llm_calls.get(f"{phase}/{view}", 0) + 1
         return self._cache[key]
@@ -158,6 +159,7 @@ class LSC4RecTrainer:
                 optimizer.step()
             score = self.rerank_score()
             self.logger.info(f"{stage} epoch {epoch}: valid re-rank {self.config['valid_metric']} {score:.4f}")
+            self.tensorboard.add_scalar(f"{stage}/Valid/re-rank {self.config['valid_metric']}", score, epoch)
             if score > best_score:
                 best_score, best_epoch, best_state = score, epoch, copy.deepcopy(srm.state_dict())
         kept = best_state is not None
