@@ -40,13 +40,15 @@ def mean_curve(payloads):
 def request_curve_plot(payloads, metric, title, path):
     """Metric vs request ratio for every policy; never/always and the SRM as horizontal lines."""
     curves = mean_curve(payloads)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     for policy, (rhos, tests) in curves.items():
         values = np.array([[t[metric] for t in seed_tests] for seed_tests in tests])
         style = POLICY_STYLE.get(policy, {})
         label = f"{policy} (ceiling)" if policy == "oracle" else policy
-        ax.errorbar(rhos, values.mean(1), yerr=values.std(1) if values.shape[1] > 1 else None,
-                    label=label, capsize=2, **style)
+        mean = values.mean(1)
+        ax.plot(rhos, mean, label=label, linewidth=1.5, markersize=4, **style)
+        if values.shape[1] > 1 and policy != "oracle":  # std over seeds as a light band
+            ax.fill_between(rhos, mean - values.std(1), mean + values.std(1), color=style.get("color"), alpha=0.08)
     rhos, tests = next(iter(curves.values()))  # rho 0 / 1 are never / always for every policy
     for rho, name, style in ((0.0, "never request", "--"), (1.0, "always request", "-.")):
         if rho in rhos:
@@ -59,7 +61,7 @@ def request_curve_plot(payloads, metric, title, path):
     ax.set_ylabel(f"test {metric}")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     _save(fig, path)
 
 
