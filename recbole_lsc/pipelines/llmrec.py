@@ -5,6 +5,7 @@ import datetime
 import logging
 import os
 import time
+import uuid
 
 import torch
 from recbole.data import create_dataset
@@ -51,7 +52,8 @@ def train_llm(config, dataset, protocol, saved=True):
     info = {"llm_parameters": parameter_count(model), "llm_training": log}
     if saved:
         stamp = datetime.datetime.now().strftime("%b-%d-%Y_%H-%M-%S")
-        folder = os.path.join(config["checkpoint_dir"], f"LLMRec-{config['dataset']}-{stamp}")
+        # the random suffix keeps two runs started in the same second apart
+        folder = os.path.join(config["checkpoint_dir"], f"LLMRec-{config['dataset']}-{stamp}-{uuid.uuid4().hex[:8]}")
         model.save_pretrained(folder, config)
         info["llm_checkpoint"] = folder
         logger.info(f"LLMRec saved to {folder}")
