@@ -73,7 +73,7 @@ def main(argv=None):
         curves, points = {}, {}
         for name, policies in POLICY_SETS.items():
             with curve_policies(policies):
-                curves[name], curve = timed(lambda: collab.curve(ratios, seed), device, args.repeat, warmup=1)
+                curves[name], (curve, _) = timed(lambda: collab.curve(ratios, seed), device, args.repeat, warmup=1)
             points[name] = len(curve)
         profiles = {}
         if args.profile:

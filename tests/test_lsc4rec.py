@@ -55,6 +55,12 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch):
     # the oracle is a ceiling for every policy at the same ratio
     for (policy, rho), point in by.items():
         assert point["test"]["ndcg@10"] <= by[("oracle", rho)]["test"]["ndcg@10"] + 1e-9
+    tests = out["policy_tests"]  # learned vs random and consistency at every ratio strictly inside (0, 1)
+    assert [(t["rho"], t["versus"]) for t in tests] == [(0.1, "random"), (0.1, "consistency"),
+                                                       (0.5, "random"), (0.5, "consistency")]
+    for test in tests:
+        mean_gap = by[("learned", test["rho"])]["test"]["ndcg@10"] - by[(test["versus"], test["rho"])]["test"]["ndcg@10"]
+        assert test["mean_diff"] == pytest.approx(mean_gap, abs=1e-5)
     cost = out["cost"]
     assert cost["llm_parameters"] > 0 and cost["srm_parameters"] > 0 and cost["bytes_per_request"] > 0
 

@@ -154,13 +154,16 @@ class Collaboration:
         return row, self.mixed_per_user("test", test_mask)[self.key]
 
     def curve(self, ratios, seed):
-        points = []
+        """Curve points, and each point's per-user ``valid_metric`` on test keyed ``(policy, rho)``."""
+        points, per_user = [], {}
         for policy in CURVE_POLICIES:
             for ratio in ratios:
                 _, test_mask = self.requests(policy, ratio, seed)
-                test = mean_metrics(self.mixed_per_user("test", test_mask))
-                points.append({"policy": policy, "rho": ratio, "realized": round(float(test_mask.mean()), 6), "test": test})
-        return points
+                mixed = self.mixed_per_user("test", test_mask)
+                points.append({"policy": policy, "rho": ratio, "realized": round(float(test_mask.mean()), 6),
+                               "test": mean_metrics(mixed)})
+                per_user[(policy, ratio)] = mixed[self.key]
+        return points, per_user
 
 
 def full_ranking_per_user(score_fn, interaction, batch_size, metrics, topk, target_field):
@@ -263,7 +266,7 @@ def run_one_seed(config, saved):
         rows.append(collaboration.row(name, "ablation", policy, ratio, seed)[0])
     model.srm.load_state_dict(final_state)
 
-    curve = final.curve(config["request_curve_ratios"], seed)
+    curve, curve_per_user = final.curve(config["request_curve_ratios"], seed)
     cost = measure_cost(config, trainer, final.test)
     cost["cloud_calls"] = {
         "initial_lists": len(final.test.targets),
@@ -272,7 +275,8 @@ def run_one_seed(config, saved):
     }
     info = {"stages": stages, "alpha_stale": final.alpha_stale, "alpha_fresh": final.alpha_fresh,
             "learned_policy_weights": final.learned.weights.round(6).tolist()}
-    return {"rows": rows, "per_user": per_user, "curve": curve, "cost": cost, "info": info}
+    return {"rows": rows, "per_user": per_user, "curve": curve, "curve_per_user": curve_per_user, "cost": cost,
+            "info": info}
 
 
 def _aggregate_rows(runs):
@@ -296,6 +300,21 @@ def _aggregate_curve(runs):
         points.append({"policy": first["policy"], "rho": first["rho"], "realized": round(realized, 6),
                        "test": mean, "test_std": std})
     return points
+
+
+def policy_tests(runs, ratios):
+    """The learned policy against random and the paper's consistency at every ratio in (0, 1):
+    paired tests over test users (per-user metric averaged over seeds)."""
+    tests = []
+    for ratio in ratios:
+        if ratio in (0, 1):
+            continue
+        mean = {policy: np.mean([run["curve_per_user"][(policy, ratio)] for run in runs], axis=0)
+                for policy in ("learned", "random", "consistency")}
+        for other in ("random", "consistency"):
+            tests.append({"rho": ratio, "policy": "learned", "versus": other,
+                          **paired_test(mean["learned"], mean[other])})
+    return tests
 
 
 def check_config(config):
@@ -325,6 +344,7 @@ def run_lsc4rec(config, saved=True):
     extra = {
         "seeds": seeds,
         "request_curve": _aggregate_curve(runs) if len(runs) > 1 else runs[0]["curve"],
+        "policy_tests": policy_tests(runs, config["request_curve_ratios"]),
         "cost": runs[0]["cost"],
         "runs": [run["info"] for run in runs],
         # test users in protocol order (mean over seeds): what later paired tests need
