@@ -45,9 +45,9 @@ _INT_KEYS = (
 )
 _FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob")
 _STR_KEYS = ("results_dir", "checkpoint_dir", "data_path")
-_NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step", "coop_epochs", "retrain_epochs")
+_NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step", "coop_epochs", "retrain_epochs", "eval_step")
 _POSITIVE_KEYS = (
-    "epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "eval_step", "candidate_num",
+    "epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "candidate_num",
     "seeds", "llm_max_len", "llm_epochs", "llm_batch_size",
 )
 

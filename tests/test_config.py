@@ -177,3 +177,9 @@ def test_negative_cloud_lag(tiny_config):
     with pytest.raises(ConfigError, match="cloud_lag"):
         make(tiny_config, cmd_args=["--cloud_lag=-2"])
     assert make(tiny_config, cmd_args=["--cloud_lag=0"])["cloud_lag"] == 0
+
+
+def test_eval_step_zero_means_no_validation_as_in_recbole(tiny_config):
+    assert make(tiny_config, cmd_args=["--eval_step=0"])["eval_step"] == 0
+    with pytest.raises(ConfigError, match="eval_step"):
+        make(tiny_config, cmd_args=["--eval_step=-1"])
