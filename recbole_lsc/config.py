@@ -60,7 +60,7 @@ _PICKLE_CACHE_KEYS = ("save_dataset", "save_dataloaders", "dataset_save_path", "
 PROTOCOL_MODELS = ("LLMRec", "LSC4Rec")
 _CHOICES = {
     "fusion_norm": ("rank", "prob"),
-    "request_policy": ("never", "always", "random", "consistency", "learned"),
+    "request_policy": ("never", "always", "random", "consistency", "top1_missing", "learned"),
     "llm_select_on": ("fresh", "stale"),
     "coop_loss": ("mixed", "distill"),
 }

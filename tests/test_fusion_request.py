@@ -101,6 +101,16 @@ def test_random_policy_is_seeded():
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+def test_top1_rule_requests_users_whose_device_favourite_is_missing_first():
+    features = np.zeros((4, len(FEATURE_NAMES)))
+    top1, mass = FEATURE_NAMES.index("srm_top1_in_list"), FEATURE_NAMES.index("srm_mass_in_list")
+    features[:, top1] = [1, 0, 1, 0]
+    features[:, mass] = [0.1, 0.6, 0.2, 0.3]
+    priority = policy_priority("top1_missing", features, np.random.default_rng(0))
+    # missing favourites first (user 3 has less of the device's mass in the list than user 1), then the rest
+    assert list(np.argsort(-priority)) == [3, 1, 0, 2]
+
+
 def test_rank_displacement_by_hand():
     # SRM agrees with the LLM order -> 0; SRM reverses a list of 4 -> mean |r - j| / 4 = (3+1+1+3)/4/4
     assert rank_displacement(torch.tensor([[4.0, 3.0, 2.0, 1.0]]))[0] == 0

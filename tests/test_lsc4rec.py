@@ -43,12 +43,12 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch):
     assert abs(main["realized"] - 0.1) < 0.2
     assert set(main["paired_tests"]) == {"metric", "srm", "srm_rerank", "llm_stale", "llm_fresh"}
     curve = out["request_curve"]
-    assert {p["policy"] for p in curve} == {"random", "consistency", "learned", "oracle"}
+    assert {p["policy"] for p in curve} == {"random", "consistency", "top1_missing", "learned", "oracle"}
     for point in curve:
         assert 0 <= point["test"]["ndcg@10"] <= point["test"]["hit@10"] <= 1
     by = {(p["policy"], p["rho"]): p for p in curve}
     # rho = 0 is never-request and rho = 1 always-request, whatever the policy
-    for policy in ("consistency", "learned"):
+    for policy in ("consistency", "top1_missing", "learned"):
         assert by[(policy, 0.0)]["test"] == by[("oracle", 0.0)]["test"] == by[("random", 0.0)]["test"]
         assert by[(policy, 1.0)]["test"] == by[("random", 1.0)]["test"]
         assert by[(policy, 1.0)]["realized"] == 1.0
@@ -56,8 +56,8 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch):
     for (policy, rho), point in by.items():
         assert point["test"]["ndcg@10"] <= by[("oracle", rho)]["test"]["ndcg@10"] + 1e-9
     tests = out["policy_tests"]  # learned vs random and consistency at every ratio strictly inside (0, 1)
-    assert [(t["rho"], t["versus"]) for t in tests] == [(0.1, "random"), (0.1, "consistency"),
-                                                       (0.5, "random"), (0.5, "consistency")]
+    assert [(t["rho"], t["versus"]) for t in tests] == [(r, v) for r in (0.1, 0.5)
+                                                       for v in ("random", "consistency", "top1_missing")]
     for test in tests:
         mean_gap = by[("learned", test["rho"])]["test"]["ndcg@10"] - by[(test["versus"], test["rho"])]["test"]["ndcg@10"]
         assert test["mean_diff"] == pytest.approx(mean_gap, abs=1e-5)

@@ -12,7 +12,7 @@ import torch
 
 from recbole_lsc.collab.fusion import ranks
 
-REQUEST_POLICIES = ("never", "always", "random", "consistency", "learned")
+REQUEST_POLICIES = ("never", "always", "random", "consistency", "top1_missing", "learned")
 FEATURE_NAMES = (
     "rank_displacement", "spearman", "top10_overlap", "srm_max_prob", "srm_entropy",
     "llm_max_prob", "srm_mass_in_list", "srm_top1_in_list", "newest_in_list", "log_history_len",
@@ -136,8 +136,12 @@ def policy_priority(policy, features, rng, learned=None):
         return rng.random(count)
     if policy == "consistency":
         base = features[:, FEATURE_NAMES.index("rank_displacement")]
+    elif policy == "top1_missing":  # a rule: the device's own favourite is not in the stale list
+        missing = 1.0 - features[:, FEATURE_NAMES.index("srm_top1_in_list")]
+        base = missing - 1e-3 * features[:, FEATURE_NAMES.index("srm_mass_in_list")]  # then: least mass in the list
     elif policy == "learned":
         base = learned.predict(features)
     else:
-        raise ValueError(f"policy '{policy}' has no priority; thresholded policies: random, consistency, learned")
+        raise ValueError(f"policy '{policy}' has no priority; thresholded policies: random, consistency, top1_missing, "
+                         "learned")
     return base + 1e-9 * rng.random(count)

@@ -11,6 +11,7 @@ from recbole_lsc.checkpoint import write_atomic  # noqa: E402
 POLICY_STYLE = {
     "learned": {"color": "tab:red", "marker": "o"},
     "consistency": {"color": "tab:blue", "marker": "s"},
+    "top1_missing": {"color": "tab:orange", "marker": "D"},
     "random": {"color": "tab:gray", "marker": "^"},
     "oracle": {"color": "black", "marker": "", "linestyle": ":"},
 }

@@ -32,7 +32,8 @@ from recbole_lsc.model.sequential_recommender.lsc4rec import LSC4Rec
 from recbole_lsc.results import result_row
 from recbole_lsc.trainer import LSC4RecTrainer
 
-CURVE_POLICIES = ("random", "consistency", "learned", "oracle")
+CURVE_POLICIES = ("random", "consistency", "top1_missing", "learned", "oracle")
+RULE_POLICIES = ("random", "consistency", "top1_missing")  # what the learned policy is tested against
 SINGLE_MODELS = ("srm", "srm_rerank", "llm_stale", "llm_fresh")
 
 
@@ -303,15 +304,15 @@ def _aggregate_curve(runs):
 
 
 def policy_tests(runs, ratios):
-    """The learned policy against random and the paper's consistency at every ratio in (0, 1):
-    paired tests over test users (per-user metric averaged over seeds)."""
+    """The learned policy against random, the paper's consistency and the top-1 rule at every
+    ratio in (0, 1): paired tests over test users (per-user metric averaged over seeds)."""
     tests = []
     for ratio in ratios:
         if ratio in (0, 1):
             continue
         mean = {policy: np.mean([run["curve_per_user"][(policy, ratio)] for run in runs], axis=0)
-                for policy in ("learned", "random", "consistency")}
-        for other in ("random", "consistency"):
+                for policy in ("learned", *RULE_POLICIES)}
+        for other in RULE_POLICIES:
             tests.append({"rho": ratio, "policy": "learned", "versus": other,
                           **paired_test(mean["learned"], mean[other])})
     return tests
