@@ -14,6 +14,7 @@ Nothing is downloaded (every load passes ``local_files_only=True``) and nothing 
 weights load with ``use_safetensors=True``, so a ``pytorch_model.bin`` is never read.
 """
 
+import fcntl
 import importlib.metadata
 import importlib.util
 import json
@@ -160,7 +161,14 @@ def _smollm2_folder(cache_dir):
 
 def resolve_backbone_folder(name, cache_dir):
     if name == SMOLLM2:
-        return _smollm2_folder(cache_dir)
+        os.makedirs(cache_dir, exist_ok=True)
+        # one process checks or builds the cache at a time (parallel sweep workers share it)
+        with open(os.path.join(cache_dir, f"{SMOLLM2}.lock"), "w", encoding="utf-8") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return _smollm2_folder(cache_dir)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
     folder = os.path.expanduser(str(name))
     if not os.path.isdir(folder):
         raise ConfigError(
