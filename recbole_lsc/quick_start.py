@@ -14,7 +14,7 @@ from recbole_lsc.config import LSCConfig
 from recbole_lsc.pipelines.llmrec import run_llmrec
 from recbole_lsc.pipelines.lsc4rec import run_lsc4rec
 from recbole_lsc.pipelines.srm import run_srm
-from recbole_lsc.results import markdown_table, write_results
+from recbole_lsc.results import curve_table, markdown_table, write_results
 
 # Plugin models with a pipeline of their own; every other model runs as a plain RecBole SRM.
 PIPELINES = {"LLMRec": run_llmrec, "LSC4Rec": run_lsc4rec}
@@ -38,7 +38,8 @@ def run_recbole_lsc(model=None, dataset=None, config_file_list=None, config_dict
     pipeline = PIPELINES.get(config["model"], run_srm)
     rows, extra = pipeline(config, saved=saved)
     path = write_results(config, rows, **extra)
-    table = markdown_table(rows)
-    print(table)
+    print(markdown_table(rows))
+    if "request_curve" in extra:
+        print(curve_table(extra["request_curve"], config["valid_metric"].lower()))
     logger.info(f"results written to {path}")
     return {"config": config, "rows": rows, "path": path, **extra}

@@ -111,3 +111,17 @@ def markdown_table(rows, split="test", metrics=None):
         values = " | ".join(f"{row[split][m]:.4f}" if m in row[split] else "-" for m in metrics)
         lines.append(f"| {row['name']} | {row['role']} | {values} |")
     return "\n".join(lines)
+
+
+def curve_table(curve, metric):
+    """The request curves as markdown: one row per policy, one column per request ratio."""
+    rhos = sorted({point["rho"] for point in curve})
+    policies = list(dict.fromkeys(point["policy"] for point in curve))
+    by = {(point["policy"], point["rho"]): point for point in curve}
+    lines = [f"| policy ({metric}; realised ratio) | " + " | ".join(f"rho {rho:g}" for rho in rhos) + " |",
+             "|---|" + "---|" * len(rhos)]
+    for policy in policies:
+        cells = [f"{by[(policy, rho)]['test'][metric]:.4f} ({by[(policy, rho)]['realized']:.2f})"
+                 if (policy, rho) in by else "-" for rho in rhos]
+        lines.append(f"| {policy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

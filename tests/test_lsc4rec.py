@@ -28,7 +28,7 @@ def run(config, **extra):
     return run_recbole_lsc("LSC4Rec", "mltiny", config_dict={**config, **TINY, **extra})
 
 
-def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch):
+def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch, capsys):
     calls = []
     original = candidates_module.prefix_candidates
     monkeypatch.setattr(trainer_module, "prefix_candidates", lambda *a, **k: calls.append(a[3]) or original(*a, **k))
@@ -61,6 +61,8 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch):
     for test in tests:
         mean_gap = by[("learned", test["rho"])]["test"]["ndcg@10"] - by[(test["versus"], test["rho"])]["test"]["ndcg@10"]
         assert test["mean_diff"] == pytest.approx(mean_gap, abs=1e-5)
+    printed = capsys.readouterr().out  # the console shows the rows and the curves as markdown
+    assert "| LSC4Rec | lsc4rec |" in printed and "| top1_missing |" in printed
     cost = out["cost"]
     assert cost["llm_parameters"] > 0 and cost["srm_parameters"] > 0 and cost["bytes_per_request"] > 0
 

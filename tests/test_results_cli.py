@@ -10,7 +10,7 @@ import torch
 
 from conftest import write_tiny_ml100k
 from recbole_lsc.cli import main
-from recbole_lsc.results import ROLES, markdown_table, metric_dict, result_row, write_json_atomic
+from recbole_lsc.results import ROLES, curve_table, markdown_table, metric_dict, result_row, write_json_atomic
 
 
 # ---------------------------------------------------------------- results.py
@@ -165,3 +165,12 @@ def test_cli_end_to_end(capsys, tmp_path):
     # the checkpoint is a safetensors file, never a pickle
     saved = os.listdir("saved")
     assert saved and all(name.endswith((".safetensors", ".optim.pt")) for name in saved)
+
+
+def test_curve_table_lays_policies_out_by_ratio():
+    curve = [{"policy": p, "rho": r, "realized": r, "test": {"ndcg@10": v}}
+             for p, base in (("random", 0.1), ("learned", 0.2)) for r, v in ((0.0, base), (0.5, base + 0.01))]
+    lines = curve_table(curve, "ndcg@10").splitlines()
+    assert lines[0] == "| policy (ndcg@10; realised ratio) | rho 0 | rho 0.5 |"
+    assert lines[2] == "| random | 0.1000 (0.00) | 0.1100 (0.50) |"
+    assert lines[3] == "| learned | 0.2000 (0.00) | 0.2100 (0.50) |"
