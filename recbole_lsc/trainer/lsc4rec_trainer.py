@@ -120,7 +120,7 @@ class LSC4RecTrainer:
     def rerank_score(self, phase="valid"):
         """``valid_metric`` of the SRM re-ranking the stale candidate lists (fusion alpha = 0)."""
         ids, _ = self.candidates(phase, "stale")
-        srm_cand, _ = self.srm_scores(phase, ids)
+        srm_cand, _ = self.srm_scores(phase, ids, candidates_only=True)  # the full ranking is not needed here
         ranks = target_rank(ids, srm_cand, torch.from_numpy(self.protocol.targets(self.protocol.samples(phase))))
         metric = self.config["valid_metric"].lower()
         name, k = metric.split("@")
