@@ -59,3 +59,22 @@ def tiny_config(tmp_path, tiny_data):
         "results_dir": str(tmp_path / "results"),
         "seed": 7,
     }
+
+
+def check_title_init_and_train_step(model, dataset, title_token_ids, span, count):
+    """Assert Star Wars' item token is the mean of its title's token embeddings, run one
+    next-item training step on ``count`` cloud windows of ``span`` items; return the protocol."""
+    import torch
+
+    from recbole_lsc.data import DeviceCloudProtocol
+
+    table = model.backbone.get_base_model().get_input_embeddings().weight
+    star_wars = dataset.token2id("item_id", "50")
+    assert torch.allclose(model.item_embedding.weight[star_wars], table[title_token_ids].mean(0))
+    protocol = DeviceCloudProtocol.from_dataset(dataset, 2)
+    items, lengths = protocol.cloud_training_windows(span)
+    loss = model.window_loss(torch.from_numpy(items[:count]), torch.from_numpy(lengths[:count]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    model.eval()
+    return protocol

