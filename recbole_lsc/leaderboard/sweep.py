@@ -74,11 +74,11 @@ def plan(datasets, srms, seeds, config_files, overrides, out):
             config = build_config("LSC4Rec", dataset, config_files, cmd_args=[*overrides, f"--srm={srm}"])
             srm_config_of(config)  # an unknown or misconfigured SRM fails here, not mid-sweep
             cid = config_id(config)
-            configs[cid] = {"dataset": dataset, "srm": srm, "config_files": list(config_files or []),
+            configs[cid] = {"dataset": dataset, "srm": srm, "config_files": config_files,
                             "overrides": list(overrides), "config": config_snapshot(config)}
             base_seed = config["seed"]
             for offset in range(seeds):
-                jobs.append(Job(dataset, srm, base_seed + offset, cid, tuple(config_files or ()), overrides,
+                jobs.append(Job(dataset, srm, base_seed + offset, cid, tuple(config_files), overrides,
                                 results_dir))
     jobs.sort(key=lambda job: (datasets.index(job.dataset), job.seed, srms.index(job.srm)))
     return jobs, configs
