@@ -30,6 +30,7 @@ from recbole.config import Config
 from recbole.utils import ModelType
 from recbole.utils import argument_list as recbole_arguments
 
+from recbole_lsc.collab.request import REQUEST_POLICIES
 from recbole_lsc.data.protocol import MIN_INTERACTIONS
 from recbole_lsc.errors import ConfigError, DatasetNotFoundError
 from recbole_lsc.utils import get_model
@@ -60,7 +61,7 @@ _PICKLE_CACHE_KEYS = ("save_dataset", "save_dataloaders", "dataset_save_path", "
 PROTOCOL_MODELS = ("LLMRec", "LSC4Rec")
 _CHOICES = {
     "fusion_norm": ("rank", "prob"),
-    "request_policy": ("never", "always", "random", "consistency", "top1_missing", "learned"),
+    "request_policy": REQUEST_POLICIES,
     "llm_select_on": ("fresh", "stale"),
     "coop_loss": ("mixed", "distill"),
 }

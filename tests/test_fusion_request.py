@@ -123,12 +123,43 @@ def test_request_features_shape_and_values():
     srm = torch.tensor([[0.0, 1.0, 2.0]])
     full = torch.tensor([[-9.0, 0.0, 5.0, 0.0, 1.0, 2.0]])  # the SRM's top-1 is item 2: not in the list
     newest = torch.tensor([[4, 0]])  # one unseen item, and it is in the list
-    feats = request_features(llm, srm, full, ids, newest, torch.tensor([7]))
+    hit_at_1 = torch.tensor([1.0, 0.0, 0.0])  # metric by rank: Hit@1
+    feats = request_features(llm, srm, full, ids, newest, torch.tensor([7]), srm, hit_at_1)
     assert feats.shape == (1, len(FEATURE_NAMES))
     named = dict(zip(FEATURE_NAMES, feats[0]))
     assert named["srm_top1_in_list"] == 0 and named["newest_in_list"] == 1
     assert named["spearman"] == pytest.approx(-1.0)
     assert named["log_history_len"] == pytest.approx(np.log(8))
+    # by hand: p = softmax over items 1..5 of [0, 5, 0, 1, 2]; the list shown in SRM order is 5, 4, 3,
+    # so expected Hit@1 = p(5); the SRM's own top-1 is item 2: p(2); their difference is the regret
+    p = torch.softmax(torch.tensor([0.0, 5.0, 0.0, 1.0, 2.0], dtype=torch.float64), 0).numpy()
+    assert named["expected_metric_list"] == pytest.approx(p[4])
+    assert named["expected_metric_own"] == pytest.approx(p[1])
+    assert named["expected_regret"] == pytest.approx(p[1] - p[4])
+    assert named["own_topk_mass_missing"] == pytest.approx(p[1])  # own top-3 = items 2, 5, 4: only 2 is missing
+    assert named["best_in_list_gap"] == pytest.approx(np.log(p[1] / p[4]))
+
+
+def test_expected_regret_is_zero_when_the_list_is_the_devices_own_top_list():
+    full = torch.tensor([[-9.0, 3.0, 2.0, 1.0, 0.0]])
+    ids = torch.tensor([[1, 2, 3]])
+    scores = torch.tensor([[3.0, 2.0, 1.0]])
+    ndcg = 1.0 / np.log2(np.arange(3) + 2.0)
+    feats = request_features(scores, scores, full, ids, torch.zeros(1, 2, dtype=torch.long), torch.tensor([3]),
+                             scores, ndcg)
+    named = dict(zip(FEATURE_NAMES, feats[0]))
+    assert named["expected_regret"] == pytest.approx(0.0, abs=1e-12)
+    assert named["own_topk_mass_missing"] == pytest.approx(0.0, abs=1e-12)
+    # the same items shown in reverse order lose expected NDCG
+    reverse = request_features(scores, scores, full, ids, torch.zeros(1, 2, dtype=torch.long), torch.tensor([3]),
+                               -scores, ndcg)
+    assert dict(zip(FEATURE_NAMES, reverse[0]))["expected_regret"] > 0.01
+
+
+def test_regret_rule_requests_the_largest_expected_regret_first():
+    features = np.zeros((3, len(FEATURE_NAMES)))
+    features[:, FEATURE_NAMES.index("expected_regret")] = [0.02, 0.3, 0.1]
+    assert list(np.argsort(-policy_priority("regret", features, np.random.default_rng(0)))) == [1, 2, 0]
 
 
 def test_learned_policy_recovers_a_linear_gain():

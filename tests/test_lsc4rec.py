@@ -43,12 +43,12 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch, caps
     assert abs(main["realized"] - 0.1) < 0.2
     assert set(main["paired_tests"]) == {"metric", "srm", "srm_rerank", "llm_stale", "llm_fresh"}
     curve = out["request_curve"]
-    assert {p["policy"] for p in curve} == {"random", "consistency", "top1_missing", "learned", "oracle"}
+    assert {p["policy"] for p in curve} == {"random", "consistency", "top1_missing", "regret", "learned", "oracle"}
     for point in curve:
         assert 0 <= point["test"]["ndcg@10"] <= point["test"]["hit@10"] <= 1
     by = {(p["policy"], p["rho"]): p for p in curve}
     # rho = 0 is never-request and rho = 1 always-request, whatever the policy
-    for policy in ("consistency", "top1_missing", "learned"):
+    for policy in ("consistency", "top1_missing", "regret", "learned"):
         assert by[(policy, 0.0)]["test"] == by[("oracle", 0.0)]["test"] == by[("random", 0.0)]["test"]
         assert by[(policy, 1.0)]["test"] == by[("random", 1.0)]["test"]
         assert by[(policy, 1.0)]["realized"] == 1.0
@@ -57,7 +57,7 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch, caps
         assert point["test"]["ndcg@10"] <= by[("oracle", rho)]["test"]["ndcg@10"] + 1e-9
     tests = out["policy_tests"]  # learned vs random and consistency at every ratio strictly inside (0, 1)
     assert [(t["rho"], t["versus"]) for t in tests] == [(r, v) for r in (0.1, 0.5)
-                                                       for v in ("random", "consistency", "top1_missing")]
+                                                       for v in ("random", "consistency", "top1_missing", "regret")]
     for test in tests:
         mean_gap = by[("learned", test["rho"])]["test"]["ndcg@10"] - by[(test["versus"], test["rho"])]["test"]["ndcg@10"]
         assert test["mean_diff"] == pytest.approx(mean_gap, abs=1e-5)
@@ -68,22 +68,30 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch, caps
 
 
 def test_learned_policy_is_fit_on_validation_only(small_config, monkeypatch):
-    seen = {}
+    seen, computed = {}, []
     original_lists = pipeline.phase_lists
+    original_features = pipeline.PhaseLists.request_features
 
     def recording_lists(trainer, phase):
         seen[phase] = original_lists(trainer, phase)
         return seen[phase]
 
+    def recording_features(lists, *args):
+        computed.append((lists, original_features(lists, *args)))
+        return computed[-1][1]
+
     fits = []
     original_fit = pipeline.LearnedRequestPolicy.fit
     monkeypatch.setattr(pipeline, "phase_lists", recording_lists)
+    monkeypatch.setattr(pipeline.PhaseLists, "request_features", recording_features)
     monkeypatch.setattr(pipeline.LearnedRequestPolicy, "fit", lambda self, f, g: fits.append((f, g)) or original_fit(self, f, g))
     run(small_config, coop_train=False, retrain=False)
     assert len(fits) == 1
     features, gains = fits[0]
-    assert np.array_equal(features, seen["valid"].features)
-    assert not np.array_equal(features, seen["test"].features)
+    by_phase = {("valid" if lists is seen["valid"] else "test"): values for lists, values in computed}
+    assert set(by_phase) == {"valid", "test"} and len(computed) == 2
+    assert np.array_equal(features, by_phase["valid"])
+    assert not np.array_equal(features, by_phase["test"])
     assert len(gains) == len(seen["valid"].targets)
 
 

@@ -12,10 +12,11 @@ import torch
 
 from recbole_lsc.collab.fusion import ranks
 
-REQUEST_POLICIES = ("never", "always", "random", "consistency", "top1_missing", "learned")
+REQUEST_POLICIES = ("never", "always", "random", "consistency", "top1_missing", "regret", "learned")
 FEATURE_NAMES = (
     "rank_displacement", "spearman", "top10_overlap", "srm_max_prob", "srm_entropy",
     "llm_max_prob", "srm_mass_in_list", "srm_top1_in_list", "newest_in_list", "log_history_len",
+    "expected_metric_list", "expected_metric_own", "expected_regret", "own_topk_mass_missing", "best_in_list_gap",
 )
 
 
@@ -33,7 +34,17 @@ def rank_displacement(srm_scores):
     return ((_ranks(srm_scores) - llm_ranks).abs().mean(1) / count).cpu().numpy()
 
 
-def request_features(llm_scores, srm_scores, srm_full_scores, candidate_ids, newest_items, history_len):
+def expected_metric(probs, ranked_ids, metric_by_rank):
+    """Expected per-user metric of a ranked list when the next item follows ``probs``.
+
+    ``metric_by_rank[r]`` is the metric's value for a target at 0-based rank ``r``
+    (e.g. ``1 / log2(r + 2)`` for NDCG within the cut-off, 0 beyond it).
+    """
+    return (probs.gather(1, ranked_ids) * metric_by_rank[: ranked_ids.size(1)]).sum(1)
+
+
+def request_features(llm_scores, srm_scores, srm_full_scores, candidate_ids, newest_items, history_len,
+                     list_scores, metric_by_rank):
     """Device-side features ``[N, len(FEATURE_NAMES)]`` of a stale candidate list.
 
     Args:
@@ -42,6 +53,12 @@ def request_features(llm_scores, srm_scores, srm_full_scores, candidate_ids, new
         candidate_ids: ``[N, C]`` item ids.
         newest_items: ``[N, g]`` the interactions the cloud has not seen (0 = none).
         history_len: ``[N]`` length of the fresh history.
+        list_scores: ``[N, C]`` the final scores that order the stale list the user is shown.
+        metric_by_rank: ``[C]`` the validation metric's value at each rank (see ``expected_metric``).
+
+    The ``expected_*`` features read the SRM's softmax over the catalogue as the device's
+    belief about the next item: ``expected_regret`` is the metric the device expects to lose
+    by showing the stale list instead of its own top-C, i.e. what a fresh list could win back.
     """
     count = srm_scores.size(1)
     srm_ranks = _ranks(srm_scores)
@@ -62,6 +79,14 @@ def request_features(llm_scores, srm_scores, srm_full_scores, candidate_ids, new
     newest_mask = newest_items > 0
     newest_hits = (candidate_ids.unsqueeze(2) == newest_items.unsqueeze(1)).any(1) & newest_mask
     newest_in_list = newest_hits.sum(1).double() / newest_mask.sum(1).clamp(min=1)
+    metric_by_rank = torch.as_tensor(metric_by_rank, dtype=torch.float64, device=full_prob.device)
+    shown = candidate_ids.gather(1, torch.argsort(list_scores, dim=1, descending=True, stable=True))
+    expected_list = expected_metric(full_prob, shown, metric_by_rank)
+    own_ids = full_prob.topk(min(count, full_prob.size(1) - 1), dim=1).indices
+    expected_own = expected_metric(full_prob, own_ids, metric_by_rank)
+    own_top = own_ids[:, :top]
+    own_missing = ~(own_top.unsqueeze(2) == candidate_ids.unsqueeze(1)).any(2)
+    best_in_list = full_prob.gather(1, candidate_ids).max(1).values
     columns = [
         torch.from_numpy(rank_displacement(srm_scores)).to(srm_ranks.device),
         spearman,
@@ -73,6 +98,11 @@ def request_features(llm_scores, srm_scores, srm_full_scores, candidate_ids, new
         top1_in_list,
         newest_in_list,
         torch.log1p(history_len.double()),
+        expected_list,
+        expected_own,
+        expected_own - expected_list,
+        (full_prob.gather(1, own_top) * own_missing).sum(1),
+        torch.log(full_prob.max(1).values) - torch.log(best_in_list.clamp(min=1e-300)),
     ]
     return torch.stack(columns, dim=1).cpu().numpy()
 
@@ -139,9 +169,11 @@ def policy_priority(policy, features, rng, learned=None):
     elif policy == "top1_missing":  # a rule: the device's own favourite is not in the stale list
         missing = 1.0 - features[:, FEATURE_NAMES.index("srm_top1_in_list")]
         base = missing - 1e-3 * features[:, FEATURE_NAMES.index("srm_mass_in_list")]  # then: least mass in the list
+    elif policy == "regret":  # a rule: the metric the device expects the stale list to lose against its own top-C
+        base = features[:, FEATURE_NAMES.index("expected_regret")]
     elif policy == "learned":
         base = learned.predict(features)
     else:
         raise ValueError(f"policy '{policy}' has no priority; thresholded policies: random, consistency, top1_missing, "
-                         "learned")
+                         "regret, learned")
     return base + 1e-9 * rng.random(count)

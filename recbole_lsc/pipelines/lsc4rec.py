@@ -32,8 +32,8 @@ from recbole_lsc.model.sequential_recommender.lsc4rec import LSC4Rec
 from recbole_lsc.results import result_row
 from recbole_lsc.trainer import LSC4RecTrainer
 
-CURVE_POLICIES = ("random", "consistency", "top1_missing", "learned", "oracle")
-RULE_POLICIES = ("random", "consistency", "top1_missing")  # what the learned policy is tested against
+CURVE_POLICIES = ("random", "consistency", "top1_missing", "regret", "learned", "oracle")
+RULE_POLICIES = ("random", "consistency", "top1_missing", "regret")  # what the learned policy is tested against
 SINGLE_MODELS = ("srm", "srm_rerank", "llm_stale", "llm_fresh")
 
 
@@ -49,7 +49,13 @@ class PhaseLists:
     fresh_llm: torch.Tensor
     fresh_srm: torch.Tensor
     srm_full: torch.Tensor
-    features: np.ndarray
+    newest: torch.Tensor
+    history_len: torch.Tensor
+
+    def request_features(self, stale_scores, metric_by_rank):
+        """Device-side request features of the stale list as shown (ordered by ``stale_scores``)."""
+        return request_features(self.stale_llm, self.stale_srm, self.srm_full, self.stale_ids, self.newest,
+                                self.history_len, stale_scores, metric_by_rank)
 
 
 def phase_lists(trainer, phase):
@@ -60,11 +66,9 @@ def phase_lists(trainer, phase):
     stale_srm, srm_full = trainer.srm_scores(phase, stale_ids)
     fresh_srm = srm_full.gather(1, fresh_ids)
     newest, _ = protocol.history(samples, "fresh", protocol.cloud_lag)
-    features = request_features(
-        stale_llm, stale_srm, srm_full, stale_ids, torch.from_numpy(newest), torch.from_numpy(samples.position)
-    )
     targets = torch.from_numpy(protocol.targets(samples))
-    return PhaseLists(targets, stale_ids, stale_llm, stale_srm, fresh_ids, fresh_llm, fresh_srm, srm_full, features)
+    return PhaseLists(targets, stale_ids, stale_llm, stale_srm, fresh_ids, fresh_llm, fresh_srm, srm_full,
+                      torch.from_numpy(newest), torch.from_numpy(samples.position))
 
 
 def _metric(config):
@@ -118,7 +122,12 @@ class Collaboration:
         self.key = f"{name}@{k}"
         self.valid_gain = self.per_user["valid"]["fresh"][self.key] - self.per_user["valid"]["stale"][self.key]
         self.test_gain = self.per_user["test"]["fresh"][self.key] - self.per_user["test"]["stale"][self.key]
-        self.learned = LearnedRequestPolicy().fit(self.valid.features, self.valid_gain)
+        metric_by_rank = per_user_metrics(np.arange(v.stale_ids.size(1)), [name], [k])[self.key]
+        self.features = {
+            phase: getattr(self, phase).request_features(self.fused[phase]["stale"], metric_by_rank)
+            for phase in ("valid", "test")
+        }
+        self.learned = LearnedRequestPolicy().fit(self.features["valid"], self.valid_gain)
 
     def requests(self, policy, ratio, seed):
         """``(valid_mask, test_mask)`` of requesting users for ``policy`` at ``ratio``."""
@@ -129,8 +138,8 @@ class Collaboration:
             everyone = policy == "always" or (policy != "never" and ratio == 1)
             return (np.full(len(self.valid_gain), everyone), np.full(len(self.test_gain), everyone))
         rng = np.random.default_rng(seed)
-        valid_priority = policy_priority(policy, self.valid.features, rng, self.learned)
-        test_priority = policy_priority(policy, self.test.features, rng, self.learned)
+        valid_priority = policy_priority(policy, self.features["valid"], rng, self.learned)
+        test_priority = policy_priority(policy, self.features["test"], rng, self.learned)
         tau = calibrate_threshold(valid_priority, ratio)
         return valid_priority >= tau, test_priority >= tau
 
