@@ -7,7 +7,7 @@ import torch
 from recbole_lsc.collab.fusion import fuse, normalise, rank_scores, target_rank
 from recbole_lsc.collab.metrics import evaluate_lists, mean_metrics, per_user_metrics
 from recbole_lsc.collab.request import (
-    FEATURE_NAMES, LearnedRequestPolicy, calibrate_threshold, policy_priority, rank_displacement,
+    FEATURE_NAMES, L2_GRID, LearnedRequestPolicy, captured_gain, calibrate_threshold, policy_priority, rank_displacement,
     request_features, top_share,
 )
 from recbole_lsc.collab.stats import paired_test
@@ -170,6 +170,28 @@ def test_learned_policy_recovers_a_linear_gain():
     assert np.corrcoef(policy.predict(features), gains)[0, 1] > 0.99
     with pytest.raises(RuntimeError, match="before fit"):
         LearnedRequestPolicy().predict(features)
+
+
+def test_learned_policy_shrinks_to_its_prior_feature_and_cross_validates_the_penalty():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(400, 3))
+    # a strong penalty gives back the prior rule: the order of column 1 (its slope is positive here)
+    noisy = 0.3 * features[:, 1] + rng.normal(size=400)
+    strong = LearnedRequestPolicy(l2=1e9, prior_feature=1).fit(features, noisy)
+    assert np.array_equal(np.argsort(strong.predict(features)), np.argsort(features[:, 1]))
+    # a gain that column 0 explains: cross-validation leaves the prior for a light penalty
+    gains = np.maximum(features[:, 0], 0) + 0.05 * rng.normal(size=400)
+    policy = LearnedRequestPolicy(prior_feature=1).fit(features, gains)
+    assert set(policy.cv_scores) == set(L2_GRID) and policy.l2 <= 100
+    assert policy.cv_scores[policy.l2] == max(policy.cv_scores.values())
+    assert np.corrcoef(policy.predict(features), features[:, 0])[0, 1] > 0.95
+
+
+def test_captured_gain_by_hand():
+    gains = np.array([0.5, -0.2, 0.0, 1.0])
+    priority = np.array([3.0, 4.0, 1.0, 2.0])
+    # ratio 0.25 requests user 1 (-0.2); ratio 0.5 users 1 and 0 (0.3); per user of 4, averaged
+    assert captured_gain(priority, gains, (0.25, 0.5)) == pytest.approx(((-0.2) / 4 + 0.3 / 4) / 2)
 
 
 def test_paired_test_known_cases():

@@ -22,7 +22,7 @@ from recbole_lsc.collab.candidates import sample_candidates
 from recbole_lsc.collab.fusion import ALPHA_GRID, fuse, rank_scores, target_rank
 from recbole_lsc.collab.metrics import evaluate_lists, mean_metrics, per_user_metrics
 from recbole_lsc.collab.request import (
-    LearnedRequestPolicy, calibrate_threshold, policy_priority, request_features, top_share,
+    FEATURE_NAMES, LearnedRequestPolicy, calibrate_threshold, policy_priority, request_features, top_share,
 )
 from recbole_lsc.collab.stats import mean_std, paired_test
 from recbole_lsc.config import srm_config_of
@@ -127,7 +127,9 @@ class Collaboration:
             phase: getattr(self, phase).request_features(self.fused[phase]["stale"], metric_by_rank)
             for phase in ("valid", "test")
         }
-        self.learned = LearnedRequestPolicy().fit(self.features["valid"], self.valid_gain)
+        self.learned = LearnedRequestPolicy(prior_feature=FEATURE_NAMES.index("expected_regret")).fit(
+            self.features["valid"], self.valid_gain
+        )
 
     def requests(self, policy, ratio, seed):
         """``(valid_mask, test_mask)`` of requesting users for ``policy`` at ``ratio``."""
