@@ -6,6 +6,7 @@ import pytest
 import recbole_lsc.collab.candidates as candidates_module
 import recbole_lsc.pipelines.lsc4rec as pipeline
 import recbole_lsc.trainer.lsc4rec_trainer as trainer_module
+from recbole_lsc.collab.request import L2_GRID
 from recbole_lsc.errors import ConfigError
 from recbole_lsc.quick_start import run_recbole_lsc
 from tests.conftest import write_tiny_ml100k
@@ -63,6 +64,8 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch, caps
         assert test["mean_diff"] == pytest.approx(mean_gap, abs=1e-5)
     printed = capsys.readouterr().out  # the console shows the rows and the curves as markdown
     assert "| LSC4Rec | lsc4rec |" in printed and "| top1_missing |" in printed
+    info = out["runs"][0]  # the learned policy's penalty was picked by cross-validation from its grid
+    assert info["learned_policy_l2"] in L2_GRID and len(info["learned_policy_cv"]) == len(L2_GRID)
     cost = out["cost"]
     assert cost["llm_parameters"] > 0 and cost["srm_parameters"] > 0 and cost["bytes_per_request"] > 0
 

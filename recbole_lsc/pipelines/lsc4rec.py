@@ -286,7 +286,8 @@ def run_one_seed(config, saved):
         "llm_candidate_passes": dict(trainer.llm_calls),
     }
     info = {"stages": stages, "alpha_stale": final.alpha_stale, "alpha_fresh": final.alpha_fresh,
-            "learned_policy_weights": final.learned.weights.round(6).tolist()}
+            "learned_policy_weights": final.learned.weights.round(6).tolist(), "learned_policy_l2": final.learned.l2,
+            "learned_policy_cv": {str(l2): round(score, 6) for l2, score in final.learned.cv_scores.items()}}
     return {"rows": rows, "per_user": per_user, "curve": curve, "curve_per_user": curve_per_user, "cost": cost,
             "info": info}
 
