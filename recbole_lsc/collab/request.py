@@ -153,13 +153,17 @@ class LearnedRequestPolicy:
         self.mean = self.scale = self.weights = None
         self.cv_scores = {}
 
+    @staticmethod
+    def _design(features, mean, scale):
+        """An intercept column and the standardised features."""
+        return np.c_[np.ones(len(features)), (np.asarray(features, dtype=np.float64) - mean) / scale]
+
     def _solve(self, features, gains, l2):
         mean, scale = features.mean(0), features.std(0) + 1e-9
-        standard = (features - mean) / scale
-        design = np.c_[np.ones(len(features)), standard]
+        design = self._design(features, mean, scale)
         prior = np.zeros(design.shape[1])
         if self.prior_feature is not None:  # slope of the gain on the standardised prior feature alone
-            column = standard[:, self.prior_feature]
+            column = design[:, 1 + self.prior_feature]
             prior[1 + self.prior_feature] = column @ (gains - gains.mean()) / max(column @ column, 1e-12)
         penalty = l2 * np.eye(design.shape[1])
         penalty[0, 0] = 0.0  # the intercept is not shrunk
@@ -173,7 +177,7 @@ class LearnedRequestPolicy:
             scores = []
             for fit_rows, held_out in splits:
                 mean, scale, weights = self._solve(features[fit_rows], gains[fit_rows], l2)
-                priority = np.c_[np.ones(len(held_out)), (features[held_out] - mean) / scale] @ weights
+                priority = self._design(features[held_out], mean, scale) @ weights
                 scores.append(captured_gain(priority, gains[held_out], self.ratios))
             self.cv_scores[l2] = float(np.mean(scores))
         best = max(self.cv_scores.values())
@@ -190,8 +194,7 @@ class LearnedRequestPolicy:
     def predict(self, features):
         if self.weights is None:
             raise RuntimeError("LearnedRequestPolicy.predict called before fit")
-        design = np.c_[np.ones(len(features)), (np.asarray(features, dtype=np.float64) - self.mean) / self.scale]
-        return design @ self.weights
+        return self._design(features, self.mean, self.scale) @ self.weights
 
 
 def policy_priority(policy, features, rng, learned=None):
