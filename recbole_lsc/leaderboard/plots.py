@@ -12,7 +12,7 @@ POLICY_STYLE = {
     "learned": {"color": "tab:red", "marker": "o"},
     "consistency": {"color": "tab:blue", "marker": "s"},
     "top1_missing": {"color": "tab:orange", "marker": "D"},
-    "regret": {"color": "tab:green", "marker": "v"},
+    "regret": {"color": "tab:brown", "marker": "v"},
     "random": {"color": "tab:gray", "marker": "^"},
     "oracle": {"color": "black", "marker": "", "linestyle": ":"},
 }
