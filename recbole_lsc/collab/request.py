@@ -158,28 +158,34 @@ class LearnedRequestPolicy:
         """An intercept column and the standardised features."""
         return np.c_[np.ones(len(features)), (np.asarray(features, dtype=np.float64) - mean) / scale]
 
-    def _solve(self, features, gains, l2):
+    def _normal_equations(self, features, gains):
+        """Standardisation, ``X'X``, ``X'y`` and the prior weights: all a penalty needs."""
         mean, scale = features.mean(0), features.std(0) + 1e-9
         design = self._design(features, mean, scale)
         prior = np.zeros(design.shape[1])
         if self.prior_feature is not None:  # slope of the gain on the standardised prior feature alone
             column = design[:, 1 + self.prior_feature]
             prior[1 + self.prior_feature] = column @ (gains - gains.mean()) / max(column @ column, 1e-12)
-        penalty = l2 * np.eye(design.shape[1])
+        return mean, scale, design.T @ design, design.T @ gains, prior
+
+    @staticmethod
+    def _weights(gram, moment, prior, l2):
+        penalty = l2 * np.eye(len(gram))
         penalty[0, 0] = 0.0  # the intercept is not shrunk
-        return mean, scale, np.linalg.solve(design.T @ design + penalty, design.T @ gains + penalty @ prior)
+        return np.linalg.solve(gram + penalty, moment + penalty @ prior)
 
     def select_l2(self, features, gains):
         from sklearn.model_selection import RepeatedKFold
 
-        splits = list(RepeatedKFold(n_splits=self.folds, n_repeats=self.repeats, random_state=self.seed).split(features))
-        for l2 in L2_GRID:
-            scores = []
-            for fit_rows, held_out in splits:
-                mean, scale, weights = self._solve(features[fit_rows], gains[fit_rows], l2)
-                priority = self._design(features[held_out], mean, scale) @ weights
-                scores.append(captured_gain(priority, gains[held_out], self.ratios))
-            self.cv_scores[l2] = float(np.mean(scores))
+        folds = RepeatedKFold(n_splits=self.folds, n_repeats=self.repeats, random_state=self.seed)
+        scores = {l2: [] for l2 in L2_GRID}
+        for fit_rows, held_out in folds.split(features):
+            mean, scale, gram, moment, prior = self._normal_equations(features[fit_rows], gains[fit_rows])
+            design = self._design(features[held_out], mean, scale)
+            for l2 in L2_GRID:
+                priority = design @ self._weights(gram, moment, prior, l2)
+                scores[l2].append(captured_gain(priority, gains[held_out], self.ratios))
+        self.cv_scores = {l2: float(np.mean(values)) for l2, values in scores.items()}
         best = max(self.cv_scores.values())
         return max(l2 for l2, score in self.cv_scores.items() if score >= best - 1e-12)  # ties: the stronger penalty
 
@@ -188,7 +194,8 @@ class LearnedRequestPolicy:
         gains = np.asarray(gains, dtype=np.float64)
         if self.l2 is None:
             self.l2 = self.select_l2(features, gains) if len(gains) >= 2 * self.folds else L2_GRID[-1]
-        self.mean, self.scale, self.weights = self._solve(features, gains, self.l2)
+        self.mean, self.scale, gram, moment, prior = self._normal_equations(features, gains)
+        self.weights = self._weights(gram, moment, prior, self.l2)
         return self
 
     def predict(self, features):
