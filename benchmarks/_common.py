@@ -50,8 +50,9 @@ from recbole_lsc.utils import get_trainer
 # ------------------------------------------------------------------ command line
 
 
-def parser(doc, users=0):
-    """An ArgumentParser with the flags every benchmark shares (no ``--users`` when ``users`` is None)."""
+def parser(doc, users=0, profile_what=None):
+    """An ArgumentParser with the flags every benchmark shares (no ``--users`` when ``users`` is None;
+    ``--profile N`` when ``profile_what`` names what a cProfile run covers)."""
     p = argparse.ArgumentParser(
         description=doc.strip().splitlines()[0],
         epilog="Any other --key=value flag is a config override (as on the recbole-lsc command line).",
@@ -64,6 +65,9 @@ def parser(doc, users=0):
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (torch.set_num_threads); 0 = torch's default (%(default)s)")
     p.add_argument("--out", default=None, help="also write the JSON figures to this file (atomically)")
+    if profile_what:
+        p.add_argument("--profile", type=int, default=0, metavar="N",
+                       help=f"also cProfile {profile_what} and report the top N entries")
     return p
 
 

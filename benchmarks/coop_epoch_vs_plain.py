@@ -27,10 +27,8 @@ GOAL = 1.5
 
 
 def main(argv=None):
-    p = parser(__doc__)
+    p = parser(__doc__, profile_what="one epoch of each kind")
     p.add_argument("--repeat", type=int, default=2, help="timed epochs of each kind (median)")
-    p.add_argument("--profile", type=int, default=0, metavar="N",
-                   help="also cProfile one epoch of each kind and report the top N entries")
     args, overrides = parse(p, argv)
     wall = time.perf_counter()
     with scratch_cwd():

@@ -47,10 +47,8 @@ def curve_policies(policies):
 
 
 def main(argv=None):
-    p = parser(__doc__)
+    p = parser(__doc__, profile_what="one Collaboration + pipeline curve")
     p.add_argument("--repeat", type=int, default=5, help="timed runs of each part (median; one warm-up first)")
-    p.add_argument("--profile", type=int, default=0, metavar="N",
-                   help="also cProfile one Collaboration + pipeline curve and report the top N entries")
     args, overrides = parse(p, argv)
     wall = time.perf_counter()
     with scratch_cwd():
