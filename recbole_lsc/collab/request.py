@@ -73,9 +73,7 @@ def request_features(llm_scores, srm_scores, srm_full_scores, candidate_ids, new
     catalogue = srm_full_scores.double().clone()
     catalogue[:, 0] = -torch.inf  # padding is not an item
     full_prob = torch.softmax(catalogue, dim=1)
-    mass_in_list = full_prob.gather(1, candidate_ids).sum(1)
-    srm_top1 = catalogue.argmax(1, keepdim=True)
-    top1_in_list = (candidate_ids == srm_top1).any(1).double()
+    list_prob = full_prob.gather(1, candidate_ids)
     newest_mask = newest_items > 0
     newest_hits = (candidate_ids.unsqueeze(2) == newest_items.unsqueeze(1)).any(1) & newest_mask
     newest_in_list = newest_hits.sum(1).double() / newest_mask.sum(1).clamp(min=1)
@@ -86,7 +84,6 @@ def request_features(llm_scores, srm_scores, srm_full_scores, candidate_ids, new
     expected_own = expected_metric(full_prob, own_ids, metric_by_rank)
     own_top = own_ids[:, :top]
     own_missing = ~(own_top.unsqueeze(2) == candidate_ids.unsqueeze(1)).any(2)
-    best_in_list = full_prob.gather(1, candidate_ids).max(1).values
     columns = [
         torch.from_numpy(rank_displacement(srm_scores)).to(srm_ranks.device),
         spearman,
@@ -94,15 +91,15 @@ def request_features(llm_scores, srm_scores, srm_full_scores, candidate_ids, new
         srm_prob.max(1).values,
         -(srm_prob * srm_prob.clamp(min=1e-12).log()).sum(1),
         llm_prob.max(1).values,
-        mass_in_list,
-        top1_in_list,
+        list_prob.sum(1),
+        (~own_missing[:, 0]).double(),  # the device's own top-1 is in the list
         newest_in_list,
         torch.log1p(history_len.double()),
         expected_list,
         expected_own,
         expected_own - expected_list,
         (full_prob.gather(1, own_top) * own_missing).sum(1),
-        torch.log(full_prob.max(1).values) - torch.log(best_in_list.clamp(min=1e-300)),
+        torch.log(full_prob.max(1).values) - torch.log(list_prob.max(1).values.clamp(min=1e-300)),
     ]
     return torch.stack(columns, dim=1).cpu().numpy()
 
