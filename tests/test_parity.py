@@ -20,16 +20,19 @@ def plugin_defaults(model):
 
 @pytest.mark.parametrize("model", ["SASRec", "GRU4Rec"])
 def test_plugin_matches_stock_recbole(model, tiny_config, monkeypatch):
-    # Stock RecBole reloads its pickled checkpoint with torch.load; torch >= 2.6 refuses
-    # that unless told otherwise. Only the stock side of the comparison needs it.
-    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     from recbole.quick_start import run_recbole
+
+    monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", raising=False)
 
     shared = dict(plugin_defaults(model), **tiny_config)
     shared.update(model=model, dataset="mltiny", hidden_size=16, embedding_size=16,
                   MAX_ITEM_LIST_LENGTH=10, train_neg_sample_args=None, topk=[5, 10], metrics=["Hit", "NDCG", "MRR"],
                   valid_metric="NDCG@10")
-    stock = run_recbole(model=model, dataset="mltiny", config_dict=dict(shared), saved=True)
+    # Stock RecBole reloads the pickled checkpoint it just wrote with torch.load, which torch
+    # >= 2.6 refuses unless told otherwise; only the stock side is told, the plugin runs without.
+    with monkeypatch.context() as stock_only:
+        stock_only.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+        stock = run_recbole(model=model, dataset="mltiny", config_dict=dict(shared), saved=True)
     ours = run_recbole_lsc(model=model, dataset="mltiny", config_dict=dict(shared), saved=True)
 
     row = ours["rows"][0]
