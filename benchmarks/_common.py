@@ -73,10 +73,7 @@ def parser(doc, users=0, profile_what=None):
 
 def parse(p, argv=None):
     """``(args, overrides)``; overrides are ``--key=value`` config values with paths made absolute."""
-    args, rest = p.parse_known_args(argv)
-    bad = [arg for arg in rest if not (arg.startswith("--") and "=" in arg and len(arg) > 3)]
-    if bad:
-        p.error(f"unrecognised argument(s) {' '.join(bad)}; config values are given as --key=value")
+    args, rest = config_overrides(p, argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device=cuda but torch sees no CUDA device")
     if getattr(args, "users", 0) < 0:

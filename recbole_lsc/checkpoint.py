@@ -7,7 +7,6 @@ only to resume training, sits beside it as ``<stem>.optim.pt`` and is read with
 an interrupted save never leaves a half-written checkpoint.
 """
 
-import hashlib
 import json
 import os
 
@@ -16,41 +15,18 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from recbole_lsc.errors import CheckpointError
+from recbole_lsc.files import write_atomic
 
 META_KEY = "recbole_lsc"
 FORMAT_VERSION = 1
-
-
-def file_sha256(path):
-    """SHA-256 of a file's bytes: caches store it to tell a valid entry from a corrupt one."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def optimizer_path(path):
     return os.path.splitext(path)[0] + ".optim.pt"
 
 
-def write_atomic(path, write):
-    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place.
-
-    An interrupted write leaves neither a partial ``path`` nor the temporary file.
-    """
-    tmp = f"{path}.tmp-{os.getpid()}{os.path.splitext(path)[1]}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_checkpoint(path, model, meta=None, optimizer=None):
     """Write ``model``'s tensors and a JSON-serialisable ``meta`` dict to ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     header = {"format": FORMAT_VERSION, "model": type(model).__name__, **(meta or {})}
     write_atomic(path, lambda tmp: save_model(model, tmp, metadata={META_KEY: json.dumps(header)}))
     if optimizer is not None:

@@ -8,7 +8,10 @@ Every ``--key=value`` other than the three above is a config value (RecBole's ru
 import argparse
 import sys
 
+from recbole_lsc.arguments import config_overrides
 from recbole_lsc.errors import LSCError
+from recbole_lsc.leaderboard.command import main as benchmark
+from recbole_lsc.quick_start import run_recbole_lsc
 
 
 def parse_args(argv):
@@ -20,10 +23,7 @@ def parse_args(argv):
     parser.add_argument("--model", "-m", default="LSC4Rec", help="model name (default: LSC4Rec)")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default: ml-100k)")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
-    args, rest = parser.parse_known_args(argv)
-    bad = [arg for arg in rest if not (arg.startswith("--") and "=" in arg and len(arg) > 3)]
-    if bad:
-        parser.error(f"unrecognised argument(s) {' '.join(bad)}; config values are given as --key=value")
+    args, rest = config_overrides(parser, argv)
     files = args.config_files.split() if args.config_files else None
     return args.model, args.dataset, files, rest
 
@@ -32,12 +32,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["benchmark"]:
-            from recbole_lsc.leaderboard.command import main as benchmark
-
             return benchmark(argv[1:])
         model, dataset, files, overrides = parse_args(argv)
-        from recbole_lsc.quick_start import run_recbole_lsc
-
         run_recbole_lsc(model=model, dataset=dataset, config_file_list=files, cmd_args=overrides)
     except LSCError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -30,9 +30,11 @@ from recbole.config import Config
 from recbole.utils import ModelType
 from recbole.utils import argument_list as recbole_arguments
 
-from recbole_lsc.collab.request import REQUEST_POLICIES
-from recbole_lsc.data.protocol import MIN_INTERACTIONS
+from recbole_lsc.device.fusion import FUSION_NORMS
+from recbole_lsc.device.policies import REQUEST_POLICIES
+from recbole_lsc.device.srm import COOP_LOSSES
 from recbole_lsc.errors import ConfigError, DatasetNotFoundError
+from recbole_lsc.protocol import MIN_INTERACTIONS
 from recbole_lsc.utils import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
@@ -57,13 +59,13 @@ _RANGES = {"fusion_alpha": (0, 1), "request_ratio": (0, 1), "coop_weight": (0, 1
 _UNIT_LISTS = ("request_curve_ratios",)  # lists of shares in [0, 1]
 # RecBole options that write or read pickles; the plugin never unpickles a file.
 _PICKLE_CACHE_KEYS = ("save_dataset", "save_dataloaders", "dataset_save_path", "dataloaders_save_path")
-# Models run on the device-cloud protocol (recbole_lsc.data.protocol).
+# Models run on the device-cloud protocol (recbole_lsc.protocol).
 PROTOCOL_MODELS = ("LLMRec", "LSC4Rec")
 _CHOICES = {
-    "fusion_norm": ("rank", "prob"),
+    "fusion_norm": FUSION_NORMS,
     "request_policy": REQUEST_POLICIES,
     "llm_select_on": ("fresh", "stale"),
-    "coop_loss": ("mixed", "distill"),
+    "coop_loss": COOP_LOSSES,
 }
 
 

@@ -11,9 +11,9 @@ import sys
 from recbole.utils import init_logger, init_seed
 
 from recbole_lsc.config import LSCConfig
-from recbole_lsc.pipelines.llmrec import run_llmrec
-from recbole_lsc.pipelines.lsc4rec import run_lsc4rec
-from recbole_lsc.pipelines.srm import run_srm
+from recbole_lsc.experiment.llmrec import run_llmrec
+from recbole_lsc.experiment.lsc4rec import run_lsc4rec
+from recbole_lsc.experiment.srm import run_srm
 from recbole_lsc.results import curve_table, markdown_table, write_results
 
 # Plugin models with a pipeline of their own; every other model runs as a plain RecBole SRM.

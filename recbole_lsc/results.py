@@ -12,12 +12,12 @@ Roles: ``srm``, ``srm_rerank``, ``llm_stale``, ``llm_fresh``, ``lsc4rec``, ``abl
 import datetime
 import enum
 import importlib.metadata
-import json
 import os
-import tempfile
+
+from recbole_lsc.files import write_json_atomic
 
 ROLES = ("srm", "srm_rerank", "llm_stale", "llm_fresh", "lsc4rec", "ablation")
-_VERSIONED = ("recbole-lsc", "recbole", "torch", "numpy", "pandas", "transformers", "peft")
+VERSIONED = ("recbole-lsc", "recbole", "torch", "numpy", "pandas", "transformers", "peft")
 
 
 def metric_dict(result):
@@ -48,9 +48,10 @@ def config_snapshot(config):
     return _jsonable(dict(config.final_config_dict))
 
 
-def package_versions():
+def package_versions(names=VERSIONED):
+    """``{package: installed version or None}``: what a result or a cache entry was made with."""
     versions = {}
-    for name in _VERSIONED:
+    for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -64,23 +65,6 @@ def run_directory(config):
         config["model"], config["dataset"], datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     )
     return os.path.join(config["results_dir"], name)
-
-
-def write_json_atomic(path, payload):
-    """Write JSON through a temporary file in the same folder and rename it into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
 
 
 def write_results(config, rows, **extra):

@@ -1,26 +1,22 @@
 """Find model and trainer classes by name: the plugin's own first, then RecBole's."""
 
 import importlib
-import importlib.util
-import pkgutil
 
 import recbole.model.sequential_recommender as recbole_sequential
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_lsc.errors import ConfigError
+from recbole_lsc.safe_trainer import safe_trainer_class
 
-_MODEL_SUBPACKAGES = ("sequential_recommender",)
+# The plugin's models and the modules that define them (imported on demand, as RecBole does).
+PLUGIN_MODELS = {"LLMRec": "recbole_lsc.cloud.llmrec", "LSC4Rec": "recbole_lsc.lsc4rec"}
 
 
 def get_model(model_name):
-    """Return the model class called ``model_name`` (file name = class name in lower case)."""
-    for sub in _MODEL_SUBPACKAGES:
-        module_path = f"recbole_lsc.model.{sub}.{model_name.lower()}"
-        if importlib.util.find_spec(module_path) is not None:
-            module = importlib.import_module(module_path)
-            if hasattr(module, model_name):
-                return getattr(module, model_name)
+    """Return the model class called ``model_name`` (case-sensitive)."""
+    if model_name in PLUGIN_MODELS:
+        return getattr(importlib.import_module(PLUGIN_MODELS[model_name]), model_name)
     try:
         return recbole_get_model(model_name)
     except (ValueError, AttributeError, ImportError):  # ImportError: exlib models need lightgbm/xgboost
@@ -32,27 +28,14 @@ def get_model(model_name):
 
 def known_sequential_models():
     """Names of the plugin's models followed by RecBole's sequential ones."""
-    import recbole_lsc.model.sequential_recommender as plugin_sequential
-
-    plugin = [
-        name
-        for info in pkgutil.iter_modules(plugin_sequential.__path__)
-        for name, obj in vars(importlib.import_module(f"{plugin_sequential.__name__}.{info.name}")).items()
-        if isinstance(obj, type) and name.lower() == info.name
-    ]
     recbole = sorted(name for name, obj in vars(recbole_sequential).items() if isinstance(obj, type))
-    return plugin + recbole
+    return [*PLUGIN_MODELS, *recbole]
 
 
 def get_trainer(model_type, model_name):
-    """Return ``recbole_lsc.trainer.<Model>Trainer`` or RecBole's trainer made checkpoint-safe.
+    """RecBole's trainer for the model, with safetensors checkpoints (never pickle).
 
-    Every trainer the plugin hands out saves and loads checkpoints through
-    :mod:`recbole_lsc.checkpoint` (safetensors, never pickle).
+    The plugin's own models have no RecBole trainer: their stages are run by
+    :mod:`recbole_lsc.experiment`.
     """
-    from recbole_lsc import trainer as plugin_trainers
-
-    own = getattr(plugin_trainers, f"{model_name}Trainer", None)
-    if own is not None:
-        return own
-    return plugin_trainers.safe_trainer_class(recbole_get_trainer(model_type, model_name))
+    return safe_trainer_class(recbole_get_trainer(model_type, model_name))

@@ -1,5 +1,1 @@
-"""Data helpers: the device-cloud protocol built on RecBole's sequential datasets."""
-
-from recbole_lsc.data.protocol import PHASES, DeviceCloudProtocol, model_fields, user_sequences
-
-__all__ = ["PHASES", "DeviceCloudProtocol", "model_fields", "user_sequences"]
+"""Reading RecBole atomic files: safe dataset loading and item text."""

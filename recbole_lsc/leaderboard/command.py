@@ -17,11 +17,12 @@ import logging
 import os
 import sys
 
-from recbole_lsc.checkpoint import write_atomic
 from recbole_lsc.leaderboard import plots
 from recbole_lsc.leaderboard.sweep import plan, run_jobs
 from recbole_lsc.leaderboard.table import aggregate, csv_rows, markdown
-from recbole_lsc.results import package_versions, write_json_atomic
+from recbole_lsc.arguments import config_overrides
+from recbole_lsc.files import write_json_atomic, write_text_atomic
+from recbole_lsc.results import package_versions
 
 
 def parse_args(argv):
@@ -36,21 +37,10 @@ def parse_args(argv):
     parser.add_argument("--out", default="leaderboard", help="output folder (runs/, tables, plots)")
     parser.add_argument("--workers", type=int, default=1, help="parallel jobs on a local Ray instance")
     parser.add_argument("--ray_address", default=None, help="address of a running Ray cluster")
-    args, rest = parser.parse_known_args(argv)
-    bad = [arg for arg in rest if not (arg.startswith("--") and "=" in arg and len(arg) > 3)]
-    if bad:
-        parser.error(f"unrecognised argument(s) {' '.join(bad)}; config values are given as --key=value")
+    args, rest = config_overrides(parser, argv)
     if args.seeds < 1 or args.workers < 1:
         parser.error("--seeds and --workers must be >= 1")
     return args, rest
-
-
-def _write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-
-    write_atomic(path, write)
 
 
 def _csv_text(rows):
@@ -82,8 +72,8 @@ def write_leaderboard(out, runs, configs, metric, metrics, complete):
     write_json_atomic(os.path.join(out, "leaderboard.json"), {
         "metric": metric, "complete": complete, "versions": package_versions(), "rows": rows, "configs": configs,
     })
-    _write_text(os.path.join(out, "leaderboard.csv"), _csv_text(csv_rows(rows, metrics)))
-    _write_text(os.path.join(out, "leaderboard.md"), markdown(rows, metrics, configs))
+    write_text_atomic(os.path.join(out, "leaderboard.csv"), _csv_text(csv_rows(rows, metrics)))
+    write_text_atomic(os.path.join(out, "leaderboard.md"), markdown(rows, metrics, configs))
     for dataset in sorted({run["dataset"] for run in runs}):
         ours = [row for row in rows if row["dataset"] == dataset]
         plots.bar_chart(ours, metric, f"{dataset}: test {metric}", os.path.join(out, f"bars_{dataset}.png"))

@@ -6,7 +6,7 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from recbole_lsc.checkpoint import write_atomic  # noqa: E402
+from recbole_lsc.files import write_atomic  # noqa: E402
 
 POLICY_STYLE = {
     "learned": {"color": "tab:red", "marker": "o"},

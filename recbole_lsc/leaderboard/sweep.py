@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 from tqdm.auto import tqdm
 
+from recbole_lsc.config import srm_config_of
+from recbole_lsc.quick_start import build_config, run_recbole_lsc
 from recbole_lsc.results import config_snapshot
 
 # Keys that locate or label a job rather than define its experiment.
@@ -59,9 +61,6 @@ def plan(datasets, srms, seeds, config_files, overrides, out):
 
     Every config is built (and so validated) here, before any job runs.
     """
-    from recbole_lsc.config import srm_config_of
-    from recbole_lsc.quick_start import build_config
-
     datasets, srms = list(dict.fromkeys(datasets)), list(dict.fromkeys(srms))  # a repeated name runs once
     results_dir = os.path.abspath(os.path.join(out, "runs"))
     config_files = [os.path.abspath(file) for file in config_files or []]
@@ -94,8 +93,6 @@ def _absolute_paths(config):
 
 def run_job(job):
     """Run one job in this process; return its results.json path."""
-    from recbole_lsc.quick_start import run_recbole_lsc
-
     root = logging.getLogger()
     for handler in list(root.handlers):  # RecBole's init_logger only configures a bare root logger
         root.removeHandler(handler)

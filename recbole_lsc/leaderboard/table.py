@@ -10,7 +10,7 @@ every single model of its backbone.
 
 import numpy as np
 
-from recbole_lsc.collab.stats import mean_std, paired_test
+from recbole_lsc.evaluation.stats import mean_std, paired_test
 
 CLOUD_ROLES = ("llm_stale", "llm_fresh")
 SINGLE_ROLES = ("srm", "srm_rerank", "llm_stale", "llm_fresh")

@@ -1,12 +1,12 @@
-"""Trainers. Every RecBole trainer the plugin uses is wrapped so that checkpoints are
-safetensors files (see :mod:`recbole_lsc.checkpoint`): torch >= 2.6 refuses RecBole's
-pickled checkpoints, and unpickling a file a user could swap runs arbitrary code.
+"""RecBole trainers with safe checkpoints.
+
+Every RecBole trainer the plugin hands out is wrapped so that checkpoints are safetensors
+files (see :mod:`recbole_lsc.checkpoint`): torch >= 2.6 refuses RecBole's pickled
+checkpoints, and unpickling a file a user could swap runs arbitrary code.
 """
 
 import os
 import uuid
-
-from recbole.trainer import Trainer
 
 from recbole_lsc.checkpoint import load_checkpoint, save_checkpoint
 
@@ -57,5 +57,3 @@ def safe_trainer_class(base):
         _SAFE_CLASSES[base] = type(base.__name__, (SafeCheckpointMixin, base), {"__module__": __name__})
     return _SAFE_CLASSES[base]
 
-
-SafeTrainer = safe_trainer_class(Trainer)

@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from recbole_lsc.checkpoint import file_sha256
+from recbole_lsc.files import file_sha256
 from recbole_lsc.errors import ConfigError
 
 SMOLLM2 = "smollm2-135m"

@@ -19,10 +19,11 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoModelForCausalLM
 
+from recbole_lsc.cloud.backbones import build_tiny, load_pretrained, wrap_lora
 from recbole_lsc.data.item_text import item_titles
 from recbole_lsc.errors import CheckpointError, ConfigError
-from recbole_lsc.model.llm_backbone import build_tiny, load_pretrained, wrap_lora
 
 # Keys that fix the architecture; saved with the model and restored by from_pretrained.
 ARCHITECTURE_KEYS = (
@@ -117,11 +118,6 @@ class LLMRec(SequentialRecommender):
         return logits
 
     # ------------------------------------------------------------------ losses
-    def calculate_loss(self, interaction):
-        """RecBole's single-target loss (kept for RecBole's Trainer)."""
-        hidden = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return self.loss_fct(self.item_logits(hidden), interaction[self.POS_ITEM_ID])
-
     def window_loss(self, items, lengths):
         """Next-item cross-entropy on every position of windows from ``cloud_training_windows``."""
         hidden = self.sequence_hidden(items, lengths)
@@ -143,10 +139,6 @@ class LLMRec(SequentialRecommender):
 
     def full_sort_predict(self, interaction):
         return self.log_probs(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-
-    def predict(self, interaction):
-        scores = self.full_sort_predict(interaction)
-        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
 
     @torch.no_grad()
     def top_candidates(self, item_seq, item_seq_len, num):
@@ -220,8 +212,6 @@ def _is_peft(module):
 
 
 def _load_backbone(backbone_dir, config):
-    from transformers import AutoModelForCausalLM
-
     if config["llm_backbone"] == "tiny":
         return AutoModelForCausalLM.from_pretrained(backbone_dir, local_files_only=True, use_safetensors=True), None
     base, tokenizer = load_pretrained(config["llm_backbone"], config["llm_cache_dir"], need_tokenizer=False)

@@ -1,4 +1,4 @@
-"""The device-cloud protocol (LSC4REC.md section 2) on top of one RecBole dataset.
+"""The device-cloud protocol (docs/method.md, "Protocol") on top of one RecBole dataset.
 
 For a user sequence i_1..i_n (RecBole's LS valid_and_test split, order TO) the test target
 is i_n, the validation target i_{n-1} and the training targets i_2..i_{n-2}. With
@@ -34,6 +34,7 @@ from recbole_lsc.errors import ConfigError
 
 MIN_INTERACTIONS = 4
 PHASES = ("train", "valid", "test", "llm_train", "retrain")
+TRAINING_PHASES = ("train", "llm_train", "retrain")  # many samples per user; the others one
 VIEWS = ("fresh", "stale")
 
 

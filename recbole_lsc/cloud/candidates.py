@@ -1,9 +1,9 @@
-"""The cloud's candidate lists, computed once per LLM state and cached.
+"""The cloud's candidate lists for training samples (cooperative training's hard negatives).
 
-For evaluation samples (one per user) the LLM reads each exact history. For the ~100k
-training samples of cooperative training that would cost ~50 forward passes per user, so
-``prefix_candidates`` reads every user's sequence in overlapping windows instead: one causal
-forward pass scores the next item after every prefix at once (about one epoch of LLM
+For evaluation samples (one per user) the cloud reads each exact history
+(:class:`~recbole_lsc.cloud.source.InProcessCloud`). For the ~100k training samples of
+cooperative training that would cost ~50 forward passes per user, so ``prefix_candidates``
+reads every user's sequence in overlapping windows instead: one causal forward pass scores the next item after every prefix at once (about one epoch of LLM
 inference in total). Each prefix is read from the window that gives it the most context
 (at least ``max_len // 2`` items, or all of them near the start of a sequence). These
 training candidates do not apply ``llm_mask_history``; evaluation candidates do.
@@ -13,22 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from recbole_lsc.data.protocol import model_fields
-
-
-@torch.no_grad()
-def sample_candidates(llm, protocol, samples, view, num, batch_size, device, show_progress=False):
-    """Exact top-``num`` LLM candidates ``(ids [N, num], log_probs [N, num])`` for ``samples``."""
-    llm.eval()
-    interaction = protocol.interaction(samples, view, llm.max_history, model_fields(llm))
-    ids, scores = [], []
-    for start in tqdm(range(0, len(interaction), batch_size), desc=f"LLM candidates ({view})",
-                      disable=not show_progress, leave=False):
-        batch = interaction[start : start + batch_size].to(device)
-        batch_ids, batch_scores = llm.top_candidates(batch[llm.ITEM_SEQ], batch[llm.ITEM_SEQ_LEN], num)
-        ids.append(batch_ids.cpu())
-        scores.append(batch_scores.cpu())
-    return torch.cat(ids), torch.cat(scores)
+from recbole_lsc.channel import CandidateList
 
 
 def _windows(last_end, span, stride):
@@ -45,32 +30,27 @@ def _windows(last_end, span, stride):
 
 
 @torch.no_grad()
-def prefix_candidates(llm, protocol, samples, view, num, batch_size, device, show_progress=False):
-    """Top-``num`` LLM candidates for many samples from windowed causal passes (see module doc)."""
-    llm.eval()
+def _prefix_top_candidates(llm, protocol, last_end, num, batch_size, device, show_progress):
+    """Top-``num`` candidates after every prefix ``sequence[:end]``, ``1 <= end <= last_end[u]``,
+    in flat slots ``offsets[u] + end - 1``."""
     span = llm.max_history
-    stride = max(span // 2, 1)
-    ends = protocol.history_end(samples, view)  # history = sequence[:end]
-    last_end = np.zeros(len(protocol.lengths), dtype=np.int64)
-    np.maximum.at(last_end, samples.user, ends)
-    # flat slot offsets[u] + (end - 1) holds the candidates after the prefix sequence[:end]
-    slots = np.full(len(protocol.items), -1, dtype=np.int64)
     all_ids = torch.zeros(len(protocol.items), num, dtype=torch.long)
     all_scores = torch.zeros(len(protocol.items), num)
-    windows = _windows(last_end, span, stride)
-    for first in tqdm(range(0, len(windows), batch_size), desc=f"LLM training candidates ({view})",
+    filled = np.zeros(len(protocol.items), dtype=bool)
+    windows = _windows(last_end, span, max(span // 2, 1))
+    cols = np.arange(span)
+    for first in tqdm(range(0, len(windows), batch_size), desc="LLM training candidates",
                       disable=not show_progress, leave=False):
         chunk = windows[first : first + batch_size]
         users, starts, lengths = chunk[:, 0], chunk[:, 1], chunk[:, 2]
-        cols = np.arange(span)
         index = (protocol.offsets[users] + starts)[:, None] + cols[None, :]
         valid = cols[None, :] < lengths[:, None]
         items = np.where(valid, protocol.items[np.where(valid, index, 0)], 0)
         flat = index[valid]
         # windows are in (user, start) order, so the first time a prefix appears (in this
         # chunk or an earlier one) is the window that gives it the most context
-        _, first = np.unique(flat, return_index=True)
-        keep = first[slots[flat[first]] < 0]
+        _, first_seen = np.unique(flat, return_index=True)
+        keep = first_seen[~filled[flat[first_seen]]]
         if len(keep) == 0:
             continue
         items_t, lengths_t = torch.from_numpy(items).to(device), torch.from_numpy(lengths).to(device)
@@ -80,15 +60,27 @@ def prefix_candidates(llm, protocol, samples, view, num, batch_size, device, sho
         top_scores, top_ids = torch.topk(torch.log_softmax(llm.item_logits(kept_hidden), dim=-1), num, dim=-1)
         all_ids[flat[keep]] = top_ids.cpu()
         all_scores[flat[keep]] = top_scores.cpu()
-        slots[flat[keep]] = 1
+        filled[flat[keep]] = True
+    return all_ids, all_scores
+
+
+@torch.no_grad()
+def prefix_candidates(llm, protocol, samples, view, num, batch_size, device, show_progress=False):
+    """Top-``num`` LLM candidates of ``samples`` with ``view`` histories, from windowed causal
+    passes (see the module docstring), as a :class:`~recbole_lsc.channel.CandidateList`."""
+    llm.eval()
+    ends = protocol.history_end(samples, view)  # history = sequence[:end]
+    last_end = np.zeros(len(protocol.lengths), dtype=np.int64)
+    np.maximum.at(last_end, samples.user, ends)
+    all_ids, all_scores = _prefix_top_candidates(llm, protocol, last_end, num, batch_size, device, show_progress)
     # prefixes of length 0 (stale history empty): the prompt-only prediction, shared by all
     empty = torch.zeros(1, 1, dtype=torch.long, device=device)
     prompt_ids, prompt_scores = llm.top_candidates(empty, torch.zeros(1, dtype=torch.long, device=device), num)
-    slot = protocol.offsets[samples.user] + ends - 1
-    has_history = ends > 0
     ids = prompt_ids.cpu().repeat(len(samples), 1)
     scores = prompt_scores.cpu().repeat(len(samples), 1)
+    has_history = ends > 0
+    slot = torch.from_numpy((protocol.offsets[samples.user] + ends - 1)[has_history])
     picked = torch.from_numpy(np.flatnonzero(has_history))
-    ids[picked] = all_ids[torch.from_numpy(slot[has_history])]
-    scores[picked] = all_scores[torch.from_numpy(slot[has_history])]
-    return ids, scores
+    ids[picked] = all_ids[slot]
+    scores[picked] = all_scores[slot]
+    return CandidateList(ids, scores, "LLMRec", torch.from_numpy(np.minimum(ends, llm.max_history)))

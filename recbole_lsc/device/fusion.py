@@ -1,4 +1,4 @@
-"""Fusion of the LLM's and the SRM's scores of one candidate list (LSC4REC.md section 4).
+"""Fusion of the LLM's and the SRM's scores of one candidate list (docs/method.md, "Fusion").
 
 ``final_j = alpha * norm(llm)_j + (1 - alpha) * norm(srm)_j`` over the C candidates of a
 user, with two normalisations:
@@ -39,16 +39,3 @@ def fuse(llm_scores, srm_scores, alpha, norm):
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"fusion alpha must be in [0, 1], got {alpha}")
     return alpha * normalise(llm_scores, norm) + (1.0 - alpha) * normalise(srm_scores, norm)
-
-
-def rank_scores(scores):
-    """Scores ``C - r`` from each candidate's stable rank ``r``: the same order, no ties left."""
-    return (scores.size(1) - ranks(scores)).double()
-
-
-def target_rank(candidate_ids, scores, targets):
-    """0-based rank of each target in its scored candidate list; ``C`` when it is not in it."""
-    order = torch.argsort(scores, dim=1, descending=True, stable=True)
-    ranked = candidate_ids.gather(1, order)
-    hit = ranked == targets.unsqueeze(1)
-    return torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(targets, candidate_ids.size(1)))

@@ -11,30 +11,23 @@ fails its checksum or its key is reported and retrained.
 """
 
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
 
 import numpy as np
 
+from recbole_lsc.checkpoint import load_checkpoint, save_checkpoint
+from recbole_lsc.cloud.backbones import backbone_fingerprint
 from recbole_lsc.data.item_text import item_titles
-from recbole_lsc.checkpoint import file_sha256, load_checkpoint, save_checkpoint, write_atomic
 from recbole_lsc.errors import CheckpointError
-from recbole_lsc.model.llm_backbone import backbone_fingerprint
+from recbole_lsc.files import file_sha256, write_text_atomic
+from recbole_lsc.results import package_versions
 
 CACHE_FORMAT = 2
 # Non-``llm_*`` keys that change the LLM or how its epoch is chosen.
 SHAPING_KEYS = ("cloud_lag", "seed", "reproducibility", "valid_metric", "metrics", "topk")
 _NOT_SHAPING = ("llm_cache_dir",)  # where backbones are cached, not what they are
-_VERSIONED = ("recbole-lsc", "recbole", "torch", "transformers", "peft")
-
-
-def _version(name):
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def data_fingerprint(config, dataset, protocol):
@@ -58,7 +51,7 @@ def llm_key(config, dataset, protocol):
     )
     payload = {
         "format": CACHE_FORMAT,
-        "versions": {name: _version(name) for name in _VERSIONED},
+        "versions": package_versions(),
         "data": data_fingerprint(config, dataset, protocol),
         "backbone": backbone_fingerprint(config["llm_backbone"]),
         **{key: config[key] for key in keys},
@@ -111,11 +104,6 @@ def store_trained_llm(config, dataset, protocol, model, training_log):
     if path is None:
         return None
     save_checkpoint(path, model, meta={"training": training_log, "key": key})
-
-    def write_checksum(tmp):
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(file_sha256(path) + "\n")
-
-    write_atomic(f"{path}.sha256", write_checksum)
+    write_text_atomic(f"{path}.sha256", file_sha256(path) + "\n")
     logging.getLogger().info(f"trained LLM cached at '{path}'")
     return path

@@ -1,0 +1,58 @@
+"""What crosses between the cloud and the device (docs/method.md, "The boundary").
+
+The device sends histories; the cloud answers with one :class:`CandidateList` per history.
+Nothing else travels: the device never sees the LLM's weights or its scores of items outside
+the list, and the cloud never sees the device's model. Any cloud (the in-process LLM of
+:mod:`recbole_lsc.cloud.source`, or a remote service) is a :class:`CandidateSource`.
+"""
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class CandidateList:
+    """The cloud's answer for ``N`` histories.
+
+    Attributes:
+        item_ids: ``[N, C]`` item ids, best first (the LLM's order).
+        scores: ``[N, C]`` the LLM's log-probabilities of those items.
+        model_id: which cloud model produced the lists.
+        history_len: ``[N]`` how many history items each list was built from.
+    """
+
+    item_ids: torch.Tensor
+    scores: torch.Tensor
+    model_id: str
+    history_len: torch.Tensor
+
+    def __post_init__(self):
+        if self.item_ids.shape != self.scores.shape or self.item_ids.dim() != 2:
+            raise ValueError(f"item_ids {tuple(self.item_ids.shape)} and scores {tuple(self.scores.shape)} must be "
+                             "the same [N, C] shape")
+        if len(self.history_len) != len(self.item_ids):
+            raise ValueError(f"history_len has {len(self.history_len)} entries for {len(self.item_ids)} lists")
+
+    def __len__(self):
+        return len(self.item_ids)
+
+    @property
+    def size(self):
+        """C, the number of candidates per list."""
+        return self.item_ids.size(1)
+
+    def to(self, device):
+        return CandidateList(self.item_ids.to(device), self.scores.to(device), self.model_id, self.history_len)
+
+    def select(self, rows):
+        """The lists of ``rows`` (an index tensor or a boolean mask)."""
+        return CandidateList(self.item_ids[rows], self.scores[rows], self.model_id, self.history_len[rows])
+
+
+class CandidateSource(Protocol):
+    """A cloud: candidate lists for right-padded histories ``item_seq [N, L]``, ``item_len [N]``."""
+
+    def candidates(self, item_seq: torch.Tensor, item_len: torch.Tensor, k: int) -> CandidateList:
+        ...

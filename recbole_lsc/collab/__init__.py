@@ -1,1 +1,0 @@
-"""Collaborative inference and request decisions on cached candidate lists."""

@@ -1,0 +1,104 @@
+"""Device-side request features of a stale candidate list (docs/method.md, "Request").
+
+Each feature is a named column computed from what the device holds. ``LIST_FEATURES`` need
+only the list (the cloud's and the SRM's scores of its candidates, the fresh history);
+``CATALOGUE_FEATURES`` read the SRM's softmax over the whole item table, so they exist only
+when the device holds that table.
+"""
+
+import numpy as np
+import torch
+
+from recbole_lsc.device.fusion import ranks
+
+LIST_FEATURES = (
+    "rank_displacement", "spearman", "top10_overlap", "srm_max_prob", "srm_entropy", "llm_max_prob",
+    "newest_in_list", "log_history_len",
+)
+CATALOGUE_FEATURES = (
+    "srm_mass_in_list", "srm_top1_in_list", "expected_metric_list", "expected_metric_own", "expected_regret",
+    "own_topk_mass_missing", "best_in_list_gap",
+)
+# the column order of feature matrices (and of the learned policy's weights)
+FEATURE_NAMES = (
+    "rank_displacement", "spearman", "top10_overlap", "srm_max_prob", "srm_entropy",
+    "llm_max_prob", "srm_mass_in_list", "srm_top1_in_list", "newest_in_list", "log_history_len",
+    "expected_metric_list", "expected_metric_own", "expected_regret", "own_topk_mass_missing", "best_in_list_gap",
+)
+
+
+def rank_displacement(srm_scores):
+    """The paper's inconsistency: mean |LLM rank - SRM rank| / C over the cached candidates.
+
+    Candidates are listed in the LLM's order, so the LLM rank of column j is j.
+    """
+    count = srm_scores.size(1)
+    llm_ranks = torch.arange(count, dtype=torch.float64, device=srm_scores.device)
+    return (ranks(srm_scores).double() - llm_ranks).abs().mean(1) / count
+
+
+def expected_metric(probs, ranked_ids, metric_by_rank):
+    """Expected per-user metric of a ranked list when the next item follows ``probs``.
+
+    ``metric_by_rank[r]`` is the metric's value for a target at 0-based rank ``r``
+    (e.g. ``1 / log2(r + 2)`` for NDCG within the cut-off, 0 beyond it).
+    """
+    return (probs.gather(1, ranked_ids) * metric_by_rank[: ranked_ids.size(1)]).sum(1)
+
+
+def list_features(llm_scores, srm_scores, candidate_ids, newest_items, history_len):
+    """The ``LIST_FEATURES`` columns: agreement of the two models on the list, their confidence,
+    how much of the newest history the list already holds, and the history length."""
+    count = srm_scores.size(1)
+    srm_ranks = ranks(srm_scores).double()
+    llm_ranks = torch.arange(count, dtype=torch.float64).expand_as(srm_ranks)
+    centred_srm = srm_ranks - srm_ranks.mean(1, keepdim=True)
+    centred_llm = llm_ranks - llm_ranks.mean(1, keepdim=True)
+    srm_prob = torch.softmax(srm_scores.double(), dim=1)
+    newest_mask = newest_items > 0
+    newest_hits = (candidate_ids.unsqueeze(2) == newest_items.unsqueeze(1)).any(1) & newest_mask
+    return {
+        "rank_displacement": rank_displacement(srm_scores),
+        "spearman": torch.nan_to_num(
+            (centred_srm * centred_llm).sum(1) / (centred_srm.norm(dim=1) * centred_llm.norm(dim=1))),
+        "top10_overlap": (srm_ranks[:, : min(10, count)] < min(10, count)).double().mean(1),
+        "srm_max_prob": srm_prob.max(1).values,
+        "srm_entropy": -(srm_prob * srm_prob.clamp(min=1e-12).log()).sum(1),
+        "llm_max_prob": torch.softmax(llm_scores.double(), dim=1).max(1).values,
+        "newest_in_list": newest_hits.sum(1).double() / newest_mask.sum(1).clamp(min=1),
+        "log_history_len": torch.log1p(history_len.double()),
+    }
+
+
+def catalogue_features(catalogue_scores, candidate_ids, shown_order, metric_by_rank):
+    """The ``CATALOGUE_FEATURES`` columns, from the SRM's softmax over the whole item table.
+
+    That softmax is the device's belief about the next item: ``expected_regret`` is the metric
+    the device expects to lose by showing the stale list (in ``shown_order``) instead of its own
+    top-C, i.e. what a fresh list could win back.
+    """
+    count = candidate_ids.size(1)
+    catalogue = catalogue_scores.double().clone()
+    catalogue[:, 0] = -torch.inf  # padding is not an item
+    full_prob = torch.softmax(catalogue, dim=1)
+    list_prob = full_prob.gather(1, candidate_ids)
+    metric_by_rank = torch.as_tensor(metric_by_rank, dtype=torch.float64)
+    expected_list = expected_metric(full_prob, candidate_ids.gather(1, shown_order), metric_by_rank)
+    own_ids = full_prob.topk(min(count, full_prob.size(1) - 1), dim=1).indices
+    expected_own = expected_metric(full_prob, own_ids, metric_by_rank)
+    own_top = own_ids[:, : min(10, count)]
+    own_missing = ~(own_top.unsqueeze(2) == candidate_ids.unsqueeze(1)).any(2)
+    return {
+        "srm_mass_in_list": list_prob.sum(1),
+        "srm_top1_in_list": (~own_missing[:, 0]).double(),  # the device's own top-1 is in the list
+        "expected_metric_list": expected_list,
+        "expected_metric_own": expected_own,
+        "expected_regret": expected_own - expected_list,
+        "own_topk_mass_missing": (full_prob.gather(1, own_top) * own_missing).sum(1),
+        "best_in_list_gap": torch.log(full_prob.max(1).values) - torch.log(list_prob.max(1).values.clamp(min=1e-300)),
+    }
+
+
+def feature_matrix(columns, names=FEATURE_NAMES):
+    """``[N, len(names)]`` float64 matrix of named ``columns``, in the order of ``names``."""
+    return np.column_stack([columns[name].cpu().numpy() for name in names])

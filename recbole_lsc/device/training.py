@@ -1,0 +1,88 @@
+"""Fine-tuning stages of the device SRM: cooperative training and adaptive re-training.
+
+A stage fine-tunes a copy of the SRM it is given and keeps its best epoch only if that beats
+the starting SRM on validation: the ``valid_metric`` of the SRM re-ranking the stale
+validation lists, the job the SRM does in deployment (docs/method.md, "Training").
+Otherwise the stage returns the SRM it was given, unchanged, and says so.
+"""
+
+import copy
+import logging
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from recbole_lsc.evaluation.metrics import metric_values
+from recbole_lsc.evaluation.ranks import list_ranks
+
+
+class RerankValidation:
+    """``valid_metric`` of an SRM re-ranking fixed candidate lists with fresh histories."""
+
+    def __init__(self, interaction, lists, targets, config):
+        self.interaction, self.lists, self.targets = interaction, lists, targets
+        self.config = config
+
+    def __call__(self, srm):
+        scores = srm.score_lists(self.interaction, self.lists.item_ids, self.config["eval_batch_size"],
+                                 self.config["device"])
+        return float(metric_values(list_ranks(self.lists.item_ids, scores, self.targets), self.config).mean())
+
+
+def _train_epoch(srm, optimizer, interaction, loss_of, order, config, desc):
+    srm.train()
+    size = config["train_batch_size"]
+    for start in tqdm(range(0, len(order), size), desc=desc, disable=not config["show_progress"], leave=False):
+        index = order[start : start + size]
+        optimizer.zero_grad()
+        loss = loss_of(srm, interaction[index].to(config["device"]), index)
+        loss.backward()
+        optimizer.step()
+
+
+def fine_tune(srm, stage, interaction, loss_of, validate, epochs, learning_rate, config, tensorboard=None):
+    """Fine-tune a copy of ``srm`` on ``interaction``; return ``(srm after the stage, log)``.
+
+    ``loss_of(srm, batch, index)`` is the stage's loss on the samples ``index``; ``validate(srm)``
+    the validation score (higher is better). Batches are shuffled by a generator seeded with
+    ``config["seed"]``.
+    """
+    logger = logging.getLogger()
+    tuned = copy.deepcopy(srm)
+    start_score = best_score = validate(srm)
+    best_state, best_epoch = None, -1
+    optimizer = torch.optim.Adam(tuned.parameters(), lr=learning_rate)
+    generator = torch.Generator().manual_seed(config["seed"])
+    started = time.time()
+    for epoch in range(epochs):
+        order = torch.randperm(len(interaction), generator=generator)
+        _train_epoch(tuned, optimizer, interaction, loss_of, order, config, f"{stage} epoch {epoch}")
+        score = validate(tuned)
+        logger.info(f"{stage} epoch {epoch}: valid re-rank {config['valid_metric']} {score:.4f}")
+        if tensorboard is not None:
+            tensorboard.add_scalar(f"{stage}/Valid/re-rank {config['valid_metric']}", score, epoch)
+        if score > best_score:
+            best_score, best_epoch, best_state = score, epoch, copy.deepcopy(tuned.state_dict())
+    kept = best_state is not None
+    logger.info(f"{stage}: {'kept epoch %d' % best_epoch if kept else 'no gain on validation, undone'}")
+    log = {"kept": kept, "best_epoch": best_epoch, "valid_before": round(start_score, 6),
+           "valid_after": round(best_score, 6), "seconds": round(time.time() - started, 1)}
+    if not kept:
+        return srm, log
+    tuned.load_state_dict(best_state)
+    return tuned, log
+
+
+def cooperative_loss(candidates, config):
+    """The cooperative stage's loss: the cloud's ``candidates`` of each sample are hard negatives."""
+    def loss_of(srm, batch, index):
+        lists = candidates.select(index).to(config["device"])
+        return srm.cooperative_loss(batch, lists, config["coop_loss"], config["coop_weight"])
+
+    return loss_of
+
+
+def retraining_loss(srm, batch, index):
+    """Adaptive re-training's loss: the SRM's own RecBole loss on the fresh window."""
+    return srm.loss(batch)

@@ -1,0 +1,1 @@
+"""Experiments: the stages of a run, its rows, request curves, costs and seeds."""

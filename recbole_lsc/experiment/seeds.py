@@ -1,0 +1,71 @@
+"""Runs over several seeds: means and stds of rows and curves, paired tests over users."""
+
+import copy
+
+import numpy as np
+
+from recbole_lsc.evaluation.stats import mean_std, paired_test
+
+RULE_POLICIES = ("random", "consistency", "top1_missing", "regret")  # what the learned policy is tested against
+SINGLE_MODELS = ("srm", "srm_rerank", "llm_stale", "llm_fresh")
+
+
+def with_seed(config, seed):
+    """A copy of ``config`` with ``seed`` (the caller's config is never changed)."""
+    seeded = copy.deepcopy(config)
+    seeded["seed"] = seed
+    return seeded
+
+
+def aggregate_rows(runs):
+    """Rows with mean and std over seeds of every metric (and the mean realised ratio)."""
+    if len(runs) == 1:
+        return runs[0]["rows"]
+    rows = []
+    for index, first in enumerate(runs[0]["rows"]):
+        row = copy.deepcopy(first)
+        for split in ("valid", "test"):
+            row[split], row[f"{split}_std"] = mean_std([run["rows"][index][split] for run in runs])
+        if "realized" in row:
+            row["realized"] = round(float(np.mean([run["rows"][index]["realized"] for run in runs])), 6)
+        rows.append(row)
+    return rows
+
+
+def aggregate_curve(runs):
+    """Request-curve points with mean and std over seeds."""
+    if len(runs) == 1:
+        return runs[0]["curve"]
+    points = []
+    for index, first in enumerate(runs[0]["curve"]):
+        mean, std = mean_std([run["curve"][index]["test"] for run in runs])
+        realized = float(np.mean([run["curve"][index]["realized"] for run in runs]))
+        points.append({"policy": first["policy"], "rho": first["rho"], "realized": round(realized, 6),
+                       "test": mean, "test_std": std})
+    return points
+
+
+def mean_per_user(runs, role):
+    """Per-user test ``valid_metric`` of ``role``, averaged over seeds."""
+    return np.mean([run["per_user"][role] for run in runs], axis=0)
+
+
+def model_tests(runs):
+    """LSC4Rec against each single model: paired tests over test users."""
+    ours = mean_per_user(runs, "lsc4rec")
+    return {role: paired_test(ours, mean_per_user(runs, role)) for role in SINGLE_MODELS}
+
+
+def policy_tests(runs, ratios):
+    """The learned policy against every rule policy at every ratio in (0, 1): paired tests
+    over test users (per-user metric averaged over seeds)."""
+    tests = []
+    for ratio in ratios:
+        if ratio in (0, 1):
+            continue
+        mean = {policy: np.mean([run["curve_per_user"][(policy, ratio)] for run in runs], axis=0)
+                for policy in ("learned", *RULE_POLICIES)}
+        for other in RULE_POLICIES:
+            tests.append({"rho": ratio, "policy": "learned", "versus": other,
+                          **paired_test(mean["learned"], mean[other])})
+    return tests

@@ -1,0 +1,36 @@
+"""Any RecBole model, trained and evaluated exactly as stock RecBole does (role ``srm``)."""
+
+import logging
+
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+from recbole_lsc.checkpoint import load_checkpoint
+from recbole_lsc.results import result_row
+from recbole_lsc.utils import get_model, get_trainer
+
+
+def fit_recbole(config, model, train_data, valid_data, saved=True):
+    """RecBole's trainer for ``model``, fit with early stopping; returns ``(trainer, best_valid)``.
+
+    With ``saved`` the best epoch's checkpoint is loaded back into ``model`` (RecBole's fit
+    leaves the last epoch's weights); without it the model keeps the last epoch.
+    """
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    _, best_valid = trainer.fit(train_data, valid_data, saved=saved, show_progress=config["show_progress"])
+    if saved:
+        load_checkpoint(trainer.saved_model_file, model, config["device"])
+    return trainer, best_valid
+
+
+def run_srm(config, saved=True):
+    """The baseline pipeline, step for step as ``recbole.quick_start.run_recbole``: one ``srm`` row."""
+    dataset = create_dataset(config)
+    logging.getLogger().info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logging.getLogger().info(model)
+    trainer, best_valid = fit_recbole(config, model, train_data, valid_data, saved=saved)
+    test = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
+    return [result_row(config["model"], "srm", best_valid, test)], {}

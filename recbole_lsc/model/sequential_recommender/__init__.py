@@ -1,1 +1,0 @@
-"""Plugin sequential models (one class per file, file name = class name in lower case)."""
