@@ -66,7 +66,7 @@ def check_title_init_and_train_step(model, dataset, title_token_ids, span, count
     next-item training step on ``count`` cloud windows of ``span`` items; return the protocol."""
     import torch
 
-    from recbole_lsc.data import DeviceCloudProtocol
+    from recbole_lsc.protocol import DeviceCloudProtocol
 
     table = model.backbone.get_base_model().get_input_embeddings().weight
     star_wars = dataset.token2id("item_id", "50")

@@ -244,7 +244,7 @@ def test_trainer_saves_safetensors_and_resumes(tiny_config, tmp_path):
     from recbole.utils import ModelType, init_seed
 
     from recbole_lsc.config import LSCConfig
-    from recbole_lsc.trainer import SafeCheckpointMixin
+    from recbole_lsc.safe_trainer import SafeCheckpointMixin
     from recbole_lsc.utils import get_model, get_trainer
 
     # 12 users (~1.3k interactions): one epoch is a handful of batches

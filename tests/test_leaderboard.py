@@ -96,7 +96,7 @@ def test_sweep_writes_the_leaderboard_trains_the_cloud_once_and_resumes(tmp_path
     write_tiny_ml100k(str(tmp_path / "data"), n_users=30)
     argv = ["benchmark", "--srm", "SASRec", "GRU4Rec", "--dataset", "mltiny", "--seeds", "1",
             "--out", str(tmp_path / "lb"), f"--data_path={tmp_path / 'data'}", *TINY]
-    import recbole_lsc.trainer.llmrec_trainer as llm_trainer_module
+    import recbole_lsc.cloud.trainer as llm_trainer_module
     fits = []
     original_fit = llm_trainer_module.LLMRecTrainer.fit
     monkeypatch.setattr(llm_trainer_module.LLMRecTrainer, "fit", lambda self, **k: fits.append(1) or original_fit(self, **k))

@@ -5,11 +5,11 @@ import os
 import pytest
 from recbole.data import create_dataset
 
-import recbole_lsc.trainer.llmrec_trainer as llm_trainer_module
+import recbole_lsc.cloud.trainer as llm_trainer_module
 from recbole_lsc.cli import main
-from recbole_lsc.data.protocol import DeviceCloudProtocol
-from recbole_lsc.llm_store import entry_path, llm_key
-from recbole_lsc.model.llm_backbone import backbone_fingerprint
+from recbole_lsc.protocol import DeviceCloudProtocol
+from recbole_lsc.cloud.store import entry_path, llm_key
+from recbole_lsc.cloud.backbones import backbone_fingerprint
 from recbole_lsc.quick_start import build_config, run_recbole_lsc
 from tests.conftest import write_tiny_ml100k
 

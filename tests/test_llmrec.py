@@ -8,10 +8,10 @@ import torch
 from recbole.data import create_dataset
 
 from recbole_lsc.config import LSCConfig
-from recbole_lsc.data import DeviceCloudProtocol, model_fields
+from recbole_lsc.protocol import DeviceCloudProtocol, model_fields
 from recbole_lsc.data.item_text import item_titles
 from recbole_lsc.errors import CheckpointError, ConfigError
-from recbole_lsc.model.sequential_recommender.llmrec import LLMRec
+from recbole_lsc.cloud.llmrec import LLMRec
 from recbole_lsc.quick_start import run_recbole_lsc
 from tests.conftest import check_title_init_and_train_step
 
@@ -194,12 +194,16 @@ def test_llmrec_run_writes_stale_and_fresh_rows(tiny_config):
 
 
 def test_windowed_training_candidates_equal_exact_ones_when_the_window_holds_the_history(setup):
-    from recbole_lsc.collab.candidates import prefix_candidates, sample_candidates
+    from recbole_lsc.cloud.source import InProcessCloud
 
     config, _, protocol, model = setup
     samples = protocol.samples("train")
-    windowed_ids, windowed_scores = prefix_candidates(model, protocol, samples, "stale", 10, 16, "cpu")
-    exact_ids, exact_scores = sample_candidates(model, protocol, samples, "stale", 10, 64, "cpu")
+    cloud = InProcessCloud(model, 64, "cpu")
+    windowed = cloud.training_candidates(protocol, samples, "stale", 10, batch_size=16)
+    item_seq, item_len = protocol.history(samples, "stale", model.max_history)
+    exact = cloud.candidates(torch.from_numpy(item_seq), torch.from_numpy(item_len), 10)
+    windowed_ids, windowed_scores, exact_ids, exact_scores = windowed.item_ids, windowed.scores, exact.item_ids, exact.scores
+    assert torch.equal(windowed.history_len, exact.history_len)
     ends = protocol.history_end(samples, "stale")
     short = torch.from_numpy(ends <= config["llm_max_len"])  # one window from the start holds it all
     assert short.sum() > 20 and (~short).sum() > 20

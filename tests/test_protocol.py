@@ -11,7 +11,7 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_lsc.data.protocol import PHASES, DeviceCloudProtocol, Samples
+from recbole_lsc.protocol import PHASES, DeviceCloudProtocol, Samples
 
 # user 0 is the padding user; user 1: n = 7, user 2: n = 5, user 3: n = 3 (no training sample)
 SEQUENCES = [

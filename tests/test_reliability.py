@@ -21,15 +21,15 @@ import torch
 from recbole.data import create_dataset, data_preparation
 
 import recbole_lsc
-import recbole_lsc.model.llm_backbone as llm_backbone
-import recbole_lsc.pipelines.lsc4rec as lsc4rec_pipeline
+import recbole_lsc.cloud.backbones as llm_backbone
+import recbole_lsc.experiment.lsc4rec as lsc4rec_pipeline
 from recbole_lsc.cli import main
 from recbole_lsc.config import LSCConfig, srm_config_of
-from recbole_lsc.data import DeviceCloudProtocol, user_sequences
+from recbole_lsc.protocol import DeviceCloudProtocol, user_sequences
 from recbole_lsc.data.item_text import item_titles
 from recbole_lsc.errors import ConfigError
-from recbole_lsc.llm_store import entry_path, llm_key, load_trained_llm
-from recbole_lsc.model.sequential_recommender.llmrec import LLMRec
+from recbole_lsc.cloud.store import entry_path, llm_key, load_trained_llm
+from recbole_lsc.cloud.llmrec import LLMRec
 from recbole_lsc.quick_start import run_recbole_lsc
 from test_llmrec import _save_local_llama
 
@@ -163,7 +163,7 @@ def test_keys_of_other_models_and_datasets_are_not_misspellings(tiny_config):
 )
 def test_data_errors_are_one_line_before_training(capsys, tmp_path, monkeypatch, lengths, args, message):
     trained = []
-    monkeypatch.setattr(lsc4rec_pipeline.LSC4RecTrainer, "train_llm", lambda self: trained.append(1))
+    monkeypatch.setattr(lsc4rec_pipeline, "train_or_load", lambda *args: trained.append(1))
     assert cli(write_messy(tmp_path, lengths), *args) == 2
     assert message in error_line(capsys)
     assert trained == [] and nothing_written()

@@ -9,8 +9,8 @@ import pytest
 from recbole.data import create_dataset
 
 from recbole_lsc.config import LSCConfig
-from recbole_lsc.data import model_fields
-from recbole_lsc.model.sequential_recommender.llmrec import LLMRec
+from recbole_lsc.protocol import model_fields
+from recbole_lsc.cloud.llmrec import LLMRec
 from tests.conftest import check_title_init_and_train_step
 
 pytestmark = pytest.mark.slow
