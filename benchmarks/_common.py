@@ -8,12 +8,14 @@ Conventions of every script in this folder:
   cpu) and ``--out FILE``; any other ``--key=value`` flag is a config override, exactly as on
   the ``recbole-lsc`` command line (through ``LSCConfig``);
 * a short markdown table on stdout, then ONE JSON object as the last line of stdout;
-  ``--out`` also writes that object atomically (``recbole_lsc.results.write_json_atomic``);
+  ``--out`` also writes that object atomically (``recbole_lsc.files.write_json_atomic``);
 * RecBole's side files (``log_tensorboard/``, ``saved/``) go to a temporary working folder.
 
-Setup mirrors ``recbole_lsc.pipelines.lsc4rec.run_one_seed`` (same configs, seeding points,
-dataset, protocol, loaders, model and trainer); the measured work always calls the
-package's own functions.
+Setup is ``recbole_lsc.experiment.lsc4rec.run_one_seed`` up to its training calls, through
+the same functions (``load_data``, ``LSC4Rec``, ``InProcessCloud``, ``CloudLists``; same
+configs and seeding points); ``train_or_load`` and ``train_independent_srm`` are not called:
+the models keep their random weights (the timings do not depend on training, and no trained
+LLM lands in the shared store). The measured work always calls the package's own functions.
 """
 
 import argparse
@@ -31,21 +33,23 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from unittest import mock
 
 import numpy as np
 import torch
 
 import recbole_lsc  # noqa: F401  (compat shim before recbole)
-from recbole.data import create_dataset, data_preparation
+import recbole_lsc.experiment.lsc4rec as experiment
 from recbole.utils import init_seed
 
-from recbole_lsc.config import LSCConfig, srm_config_of
-from recbole_lsc.data.protocol import DeviceCloudProtocol
+from recbole_lsc.arguments import config_overrides
+from recbole_lsc.cloud.source import InProcessCloud
+from recbole_lsc.config import LSCConfig
 from recbole_lsc.errors import LSCError
-from recbole_lsc.model.sequential_recommender.lsc4rec import LSC4Rec
-from recbole_lsc.results import write_json_atomic
-from recbole_lsc.trainer import LSC4RecTrainer
-from recbole_lsc.utils import get_trainer
+from recbole_lsc.experiment.lists import CloudLists
+from recbole_lsc.files import write_json_atomic
+from recbole_lsc.lsc4rec import LSC4Rec
+from recbole_lsc.utils import get_model, get_trainer
 
 # ------------------------------------------------------------------ command line
 
@@ -134,53 +138,92 @@ def keep_first_users(dataset, users):
     return dataset.copy(frame[frame[dataset.uid_field] <= users].reset_index(drop=True))
 
 
+@contextlib.contextmanager
+def first_users_loading(users, loaders):
+    """Inside the block, ``experiment.load_data`` keeps the first ``users`` users only (before
+    RecBole builds the dataset, as ``keep_first_users``) and appends its loaders to ``loaders``
+    (``RunData`` drops the test loader, which RecBole cannot build twice from one dataset)."""
+    create_dataset, data_preparation = experiment.create_dataset, experiment.data_preparation
+
+    def create(config):
+        return keep_first_users(create_dataset(config), users)
+
+    def prepare(config, dataset):
+        loaders.append(data_preparation(config, dataset))
+        return loaders[-1]
+
+    with mock.patch.object(experiment, "create_dataset", create), \
+            mock.patch.object(experiment, "data_preparation", prepare):
+        yield
+
+
 @dataclass
 class LSCSetup:
+    """``run_one_seed``'s objects before training: config, ``RunData``, model, cloud, cached lists."""
+
     config: object
-    srm_config: object
-    dataset: object
-    protocol: DeviceCloudProtocol
-    train_data: object
-    valid_data: object
+    data: experiment.RunData
     test_data: object
     model: LSC4Rec
-    trainer: LSC4RecTrainer
+    cloud: InProcessCloud
+    lists: CloudLists
 
     @property
     def device(self):
         return self.config["device"]
 
+    @property
+    def protocol(self):
+        return self.data.protocol
+
+    @property
+    def dataset(self):
+        return self.data.dataset
+
+    @property
+    def train_data(self):
+        return self.data.train_data
+
+    @property
+    def valid_data(self):
+        return self.data.valid_data
+
+    def srm_interaction(self, phase):
+        """The SRM's input for ``phase`` samples: fresh histories, as the device stages read them."""
+        srm, protocol = self.model.srm, self.protocol
+        return protocol.interaction(protocol.samples(phase), "fresh", srm.max_len, srm.fields)
+
+    def cloud_history(self, samples, view="stale"):
+        """``(item_seq, item_len)`` tensors of ``samples`` as the cloud reads them (``view`` histories)."""
+        item_seq, item_len = self.protocol.history(samples, view, self.cloud.max_history)
+        return torch.from_numpy(item_seq), torch.from_numpy(item_len)
+
     def srm_recbole_trainer(self):
-        """The SRM's own RecBole trainer, as ``LSC4RecTrainer.train_srm`` builds it."""
-        srm_config = self.srm_config
-        return get_trainer(srm_config["MODEL_TYPE"], srm_config["model"])(srm_config, self.model.srm)
+        """The SRM's own RecBole trainer, unfitted, as ``experiment.srm.fit_recbole`` builds it."""
+        srm_config = self.data.srm_config
+        return get_trainer(srm_config["MODEL_TYPE"], srm_config["model"])(srm_config, self.model.srm.model)
 
 
-def lsc4rec_setup(args, overrides, config_dict=None, loaders=True):
-    """Configs, data, protocol, (loaders), untrained LSC4Rec and its trainer, as ``run_one_seed``."""
+def lsc4rec_setup(args, overrides, config_dict=None):
+    """Config, data, untrained LSC4Rec, its in-process cloud and cached lists, as ``run_one_seed``."""
     values = {**base_config_dict(args, overrides), **(config_dict or {})}
     config = LSCConfig("LSC4Rec", args.dataset, config_dict=values, cmd_args=overrides)
-    srm_config = srm_config_of(config)
+    loaders = []
+    with first_users_loading(args.users, loaders):
+        data = experiment.load_data(config)
     init_seed(config["seed"], config["reproducibility"])
-    dataset = keep_first_users(create_dataset(srm_config), args.users)
-    protocol = DeviceCloudProtocol.from_dataset(dataset, config["cloud_lag"])
-    train_data = valid_data = test_data = None
-    if loaders:
-        train_data, valid_data, test_data = data_preparation(srm_config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = LSC4Rec(config, dataset, srm_config).to(config["device"])
-    trainer = LSC4RecTrainer(config, model, protocol, dataset)
-    return LSCSetup(config, srm_config, dataset, protocol, train_data, valid_data, test_data, model, trainer)
-
-
-def parameter_count(module):
-    return sum(p.numel() for p in module.parameters())
+    model = LSC4Rec(config, data.dataset, get_model(config["srm"]), data.srm_config).to(config["device"])
+    model.llm.requires_grad_(False)  # the frozen cloud, as after train_or_load
+    cloud = InProcessCloud(model.llm, config["eval_batch_size"], config["device"],
+                           show_progress=config["show_progress"])
+    return LSCSetup(config, data, loaders[-1][2], model, cloud, CloudLists(cloud, data.protocol, config))
 
 
 # ------------------------------------------------------------------ measuring
 
 
 def sync(device):
+    """Wait for queued CUDA work (no-op on the CPU)."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
@@ -290,6 +333,7 @@ def profile(fn, top=25):
 
 
 def profile_table(entries, title):
+    """Markdown lines of cProfile ``entries`` under ``title``."""
     lines = [f"\n{title}", "| cumtime s | tottime s | calls | function |", "|---|---|---|---|"]
     lines += [f"| {e['cumtime']:.3f} | {e['tottime']:.3f} | {e['ncalls']} | `{e['function']}` |" for e in entries]
     return lines
@@ -299,6 +343,7 @@ def profile_table(entries, title):
 
 
 def environment(device):
+    """Where the figures were measured: device, threads, versions and the machine's load."""
     return {
         "device": str(device),
         "torch_threads": torch.get_num_threads(),

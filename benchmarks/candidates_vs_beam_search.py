@@ -18,13 +18,15 @@ import time
 import torch
 from recbole.data import create_dataset
 
-from _common import base_config_dict, emit, environment, markdown, parse, parser, run
+from _common import base_config_dict, emit, environment, markdown, parse, parser, run, sync
+from recbole_lsc.cloud.llmrec import LLMRec
 from recbole_lsc.config import LSCConfig
-from recbole_lsc.data import DeviceCloudProtocol, model_fields
-from recbole_lsc.model.sequential_recommender.llmrec import LLMRec
+from recbole_lsc.experiment.cost import parameter_count
+from recbole_lsc.protocol import DeviceCloudProtocol, model_fields
 
 
 def invalid_rate(token_lists, offset, n_items):
+    """Share of returned tokens that are not an item (``token - offset``) or repeat one in their row."""
     bad = total = 0
     for row in token_lists:
         seen = set()
@@ -37,7 +39,23 @@ def invalid_rate(token_lists, offset, n_items):
     return bad / max(total, 1)
 
 
+@torch.no_grad()
+def beam_search_tokens(lm, offset, prompt, seq, length, num):
+    """Hugging Face beam search, one user at a time (no padding): the ``num`` beams' one new token each."""
+    beams = []
+    for row, n in zip(seq.tolist(), length.tolist()):
+        input_ids = torch.tensor([prompt + [offset + item for item in row[:n]]], device=seq.device)
+        out = lm.generate(
+            input_ids, attention_mask=torch.ones_like(input_ids), num_beams=num,
+            num_return_sequences=num, max_new_tokens=1, do_sample=False,
+            early_stopping=True, pad_token_id=0, eos_token_id=None,
+        )
+        beams.append(out[:, -1].tolist())
+    return beams
+
+
 def main(argv=None):
+    """Time both paths on the first ``--users`` test users (stale histories); print and emit the figures."""
     p = parser(__doc__, users=64)
     p.add_argument("--candidate_num", type=int, default=50)
     args, overrides = parse(p, argv)
@@ -52,27 +70,16 @@ def main(argv=None):
     batch = batch[: args.users or len(batch)].to(device)
     seq, length = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     start = time.perf_counter()
     ids, _ = model.top_candidates(seq, length, args.candidate_num)
-    sync()
+    sync(device)
     one_pass = (time.perf_counter() - start) / len(batch)
     one_pass_invalid = invalid_rate(ids.tolist(), 0, model.n_items)
 
     lm, offset = model.as_causal_lm()
-    prompt = model.prompt_ids.tolist()
     start = time.perf_counter()
-    beams = []
-    with torch.no_grad():
-        for row, n in zip(seq.tolist(), length.tolist()):  # one user at a time: no padding
-            input_ids = torch.tensor([prompt + [offset + item for item in row[:n]]], device=device)
-            out = lm.generate(
-                input_ids, attention_mask=torch.ones_like(input_ids), num_beams=args.candidate_num,
-                num_return_sequences=args.candidate_num, max_new_tokens=1, do_sample=False,
-                early_stopping=True, pad_token_id=0, eos_token_id=None,
-            )
-            beams.append(out[:, -1].tolist())
-    sync()
+    beams = beam_search_tokens(lm, offset, model.prompt_ids.tolist(), seq, length, args.candidate_num)
+    sync(device)
     beam = (time.perf_counter() - start) / len(batch)
     beam_invalid = invalid_rate(beams, offset, model.n_items)
     same = sum(set(b) == {offset + i for i in r} for b, r in zip(beams, ids.tolist())) / len(batch)
@@ -80,7 +87,7 @@ def main(argv=None):
     figures = {
         "benchmark": "candidates_vs_beam_search",
         "dataset": args.dataset, "users": len(batch), "candidate_num": args.candidate_num,
-        "llm_parameters": sum(p.numel() for p in model.parameters()),
+        "llm_parameters": parameter_count(model),
         "one_pass_seconds_per_user": one_pass, "beam_search_seconds_per_user": beam,
         "speedup": beam / one_pass, "one_pass_invalid_rate": one_pass_invalid,
         "beam_search_invalid_rate": beam_invalid, "same_candidate_set_share": same,

@@ -1,21 +1,21 @@
 """Device re-ranking of C candidates vs cloud candidate generation, seconds per user.
 
-Cloud: LLMRec's exact top-C on the stale history (``sample_candidates``), as the pipeline's
-``measure_cost`` times it. Device, two ways, both through ``LSC4RecTrainer.srm_scores``:
+Cloud: LLMRec's exact top-C on the stale history (``InProcessCloud.candidates``), as the
+pipeline's ``measure_cost`` times it. Device, two ways, both on the fresh test histories:
 
-* candidates only: ``srm_scores("test", ids, candidates_only=True)``, i.e.
-  ``LSC4Rec.srm_scores_of_candidates`` (C dot products per user for the SRMs in
-  ``DOT_PRODUCT_SRMS``, full scoring + gather for any other): the deployment cost, and the
-  path ``measure_cost`` times as the pipeline's device cost;
-* full catalogue: ``srm_scores("test", ids)``: the SRM scores the WHOLE catalogue and gathers
-  the C candidates (the pipeline needs the full scores for two request features and the
-  ``srm`` row, not for its device cost). Its candidate scores must equal the candidate-only
-  ones (atol 1e-5), or the script exits with status 1 after printing its figures.
+* candidates only: ``DeviceSRM.score_lists`` (``candidate_scores``: C dot products per user
+  for the SRMs in ``DOT_PRODUCT_SRMS``, full scoring + gather for any other): the deployment
+  cost, and the path ``measure_cost`` times as the pipeline's device cost;
+* full catalogue: ``DeviceSRM.score_catalogue`` then gather: the SRM scores the WHOLE
+  catalogue and gathers the C candidates (the pipeline needs the full scores for two request
+  features and the ``srm`` row, not for its device cost). Its candidate scores must equal the
+  candidate-only ones (atol 1e-5), or the script exits with status 1 after printing its figures.
 
 Each path runs batched as the pipeline does (``eval_batch_size`` users per batch) and one
-user at a time (what a device serves). Default configs (LLMRec.yaml, SASRec.yaml; override
-with --key=value), random weights: the timing does not depend on training. Goal: device
-(candidates only) <= cloud / 50.
+user at a time (what a device serves). The SRM's input (``DeviceCloudProtocol.interaction``)
+is built once, outside the timings, as in ``measure_cost``. Default configs (LLMRec.yaml,
+SASRec.yaml; override with --key=value), random weights: the timing does not depend on
+training. Goal: device (candidates only) <= cloud / 50.
 
     python benchmarks/device_rerank_vs_cloud.py --dataset=ml-100k --users=0 --repeat=3
 """
@@ -23,15 +23,13 @@ with --key=value), random weights: the timing does not depend on training. Goal:
 import contextlib
 import sys
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from _common import (
-    emit, environment, lsc4rec_setup, markdown, parameter_count, parse, parser, run, scratch_cwd, timed,
-)
-from recbole_lsc.pipelines.lsc4rec import measure_cost
+from _common import emit, environment, lsc4rec_setup, markdown, parse, parser, run, scratch_cwd, timed
+from recbole_lsc.cloud.source import InProcessCloud
+from recbole_lsc.experiment.cost import measure_cost, parameter_count
 
 GOAL = 1 / 50
 ATOL = 1e-5
@@ -39,7 +37,7 @@ ATOL = 1e-5
 
 @contextlib.contextmanager
 def eval_batch_size(config, size):
-    """``config["eval_batch_size"] = size`` inside the block (the trainer reads the same config)."""
+    """``config["eval_batch_size"] = size`` inside the block (``measure_cost`` batches the SRM by it)."""
     saved = config["eval_batch_size"]
     config["eval_batch_size"] = size
     try:
@@ -48,18 +46,17 @@ def eval_batch_size(config, size):
         config["eval_batch_size"] = saved
 
 
-def path_costs(config, trainer, ids, device, size, repeat, warmup):
+def path_costs(setup, interaction, ids, size, repeat, warmup):
     """Seconds per user at ``size`` users per batch: cloud and the pipeline's device cost (median
-    ``measure_cost``), the device's full-catalogue and candidate-only ``srm_scores`` (median
-    ``timed``); also the first ``measure_cost`` figures and both paths' candidate scores."""
-    users = len(ids)
+    ``measure_cost``), the device's full-catalogue and candidate-only scoring (median ``timed``);
+    also the first ``measure_cost`` figures and both paths' candidate scores."""
+    config, srm, device, users = setup.config, setup.model.srm, setup.device, len(ids)
+    cloud = InProcessCloud(setup.model.llm, size, device)
     with eval_batch_size(config, size):
-        runs = [measure_cost(config, trainer, SimpleNamespace(stale_ids=ids)) for _ in range(warmup + repeat)]
-        runs = runs[warmup:]
-        full_s, (full_cands, _) = timed(lambda: trainer.srm_scores("test", ids), device, repeat, warmup)
-        cand_s, (cand_scores, _) = timed(
-            lambda: trainer.srm_scores("test", ids, candidates_only=True), device, repeat, warmup
-        )
+        runs = [measure_cost(config, cloud, srm, setup.protocol, ids) for _ in range(warmup + repeat)][warmup:]
+    full_s, full_cands = timed(lambda: srm.score_catalogue(interaction, size, device).gather(1, ids),
+                               device, repeat, warmup)
+    cand_s, cand_scores = timed(lambda: srm.score_lists(interaction, ids, size, device), device, repeat, warmup)
     figures = {
         "batch_size": min(size, users),
         "cloud_seconds_per_user": float(np.median([r["cloud_seconds_per_user"] for r in runs])),
@@ -70,32 +67,50 @@ def path_costs(config, trainer, ids, device, size, repeat, warmup):
     return figures, runs[0], cand_scores, full_cands
 
 
+def with_ratios(figures):
+    """``figures`` with each device path's share of the cloud's cost and its goal check."""
+    cloud = figures["cloud_seconds_per_user"]
+    figures["device_full_over_cloud"] = figures["device_full_seconds_per_user"] / cloud
+    figures["device_candidates_over_cloud"] = figures["device_candidates_seconds_per_user"] / cloud
+    figures["goal_met_candidates"] = figures["device_candidates_over_cloud"] <= GOAL
+    figures["goal_met_full"] = figures["device_full_over_cloud"] <= GOAL
+    return figures
+
+
+def table(paths):
+    """Markdown rows: per call size, the cloud and both device paths."""
+    rows = []
+    for name, figures in paths.items():
+        rows += [
+            (name, figures["batch_size"], "cloud: LLMRec top-C, stale history", figures["cloud_seconds_per_user"], 1.0),
+            (name, figures["batch_size"], "device: SRM full catalogue + gather (score_catalogue)",
+             figures["device_full_seconds_per_user"], figures["device_full_over_cloud"]),
+            (name, figures["batch_size"], "device: SRM candidates only (score_lists; pipeline)",
+             figures["device_candidates_seconds_per_user"], figures["device_candidates_over_cloud"]),
+        ]
+    return markdown(["calls", "batch", "path", "s / user", "vs cloud"], rows)
+
+
 def main(argv=None):
+    """Time cloud and device per user, batched and one user per call; check the two device paths agree."""
     p = parser(__doc__)
     p.add_argument("--repeat", type=int, default=3, help="timed runs per batched path (median; one warm-up first)")
     p.add_argument("--batch1", type=int, default=1, help="timed runs per one-user-at-a-time path (median)")
     args, overrides = parse(p, argv)
     wall = time.perf_counter()
     with scratch_cwd():
-        setup = lsc4rec_setup(args, overrides, loaders=False)
-        config, trainer, model, device = setup.config, setup.trainer, setup.model, setup.device
-        users = len(setup.protocol.samples("test"))
-        ids, _ = trainer.candidates("test", "stale")  # the stale lists the device re-ranks
-        batch = config["eval_batch_size"]
-
-        batched, pipeline_cost, cand_scores, full_cands = path_costs(config, trainer, ids, device, batch,
+        setup = lsc4rec_setup(args, overrides)
+        config, model, device = setup.config, setup.model, setup.device
+        ids = setup.lists.get("test", "stale").item_ids  # the stale lists the device re-ranks
+        interaction = setup.srm_interaction("test")
+        users = len(ids)
+        batched, pipeline_cost, cand_scores, full_cands = path_costs(setup, interaction, ids, config["eval_batch_size"],
                                                                      args.repeat, warmup=1)
-        single, _, cand1_scores, full1_cands = path_costs(config, trainer, ids, device, 1, args.batch1, warmup=0)
+        single, _, cand1_scores, full1_cands = path_costs(setup, interaction, ids, 1, args.batch1, warmup=0)
     max_diff = max(float((cand_scores - full_cands).abs().max()), float((cand1_scores - full1_cands).abs().max()))
     equal = torch.allclose(cand_scores, full_cands, atol=ATOL) and torch.allclose(cand1_scores, full1_cands, atol=ATOL)
 
-    paths = {"batched": batched, "one_user_per_call": single}
-    for figures in paths.values():
-        cloud = figures["cloud_seconds_per_user"]
-        figures["device_full_over_cloud"] = figures["device_full_seconds_per_user"] / cloud
-        figures["device_candidates_over_cloud"] = figures["device_candidates_seconds_per_user"] / cloud
-        figures["goal_met_candidates"] = figures["device_candidates_over_cloud"] <= GOAL
-        figures["goal_met_full"] = figures["device_full_over_cloud"] <= GOAL
+    paths = {"batched": with_ratios(batched), "one_user_per_call": with_ratios(single)}
     head = paths["batched"]
     result = {
         "benchmark": "device_rerank_vs_cloud",
@@ -109,22 +124,13 @@ def main(argv=None):
         "candidate_only_equals_full_atol": ATOL,
         "candidate_only_equals_full": equal,
         "pipeline_measure_cost": pipeline_cost,
-        "llm_parameters": parameter_count(model.llm), "srm_parameters": parameter_count(model.srm),
+        "llm_parameters": parameter_count(model.llm), "srm_parameters": parameter_count(model.srm.model),
         "environment": environment(device),
         "wall_seconds": round(time.perf_counter() - wall, 2),
     }
     lines = [f"{users} users, C = {config['candidate_num']}, LLMRec ({config['llm_backbone']}) vs {config['srm']}, "
              f"device {device}; goal: device <= cloud / 50\n"]
-    rows = []
-    for name, figures in paths.items():
-        rows += [
-            (name, figures["batch_size"], "cloud: LLMRec top-C, stale history", figures["cloud_seconds_per_user"], 1.0),
-            (name, figures["batch_size"], "device: SRM full catalogue + gather (srm_scores)",
-             figures["device_full_seconds_per_user"], figures["device_full_over_cloud"]),
-            (name, figures["batch_size"], "device: SRM candidates only (srm_scores candidates_only; pipeline)",
-             figures["device_candidates_seconds_per_user"], figures["device_candidates_over_cloud"]),
-        ]
-    lines += markdown(["calls", "batch", "path", "s / user", "vs cloud"], rows)
+    lines += table(paths)
     lines.append(f"\ncandidate-only vs full-catalogue candidate scores: max |diff| {max_diff:.2e} "
                  f"({'equal' if equal else 'NOT equal'} at atol {ATOL:g})")
     emit(result, lines, args.out)

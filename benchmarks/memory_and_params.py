@@ -7,14 +7,14 @@ Each phase runs inside ``_common.PeakMemory``: process RSS high-water mark (Linu
 used: it does not see torch's CPU tensors. Phases, on the test users (``--users``) with
 random weights and the default configs:
 
-* cloud: LLMRec top-C on stale histories (``sample_candidates``) batched by
+* cloud: LLMRec top-C on stale histories (``InProcessCloud.candidates``) batched by
   ``eval_batch_size`` and for one user; the cooperative-training candidate fill over every
-  training sample (``prefix_candidates``); one LLM training step (``window_loss`` + AdamW, as
-  ``LLMRecTrainer``) on ``llm_batch_size`` windows;
-* device: SRM full-catalogue scoring (``LSC4RecTrainer.srm_scores``), candidate-only scoring
-  (``srm_scores(..., candidates_only=True)`` batched, ``LSC4Rec.srm_scores_of_candidates`` for
-  one user), one SRM training step (its RecBole trainer's optimizer,
-  ``calculate_loss``) on a ``train_batch_size`` batch of RecBole's loader.
+  training sample (``CloudLists.get``, i.e. ``prefix_candidates``); one LLM training step
+  (``window_loss`` + AdamW, as ``LLMRecTrainer``) on ``llm_batch_size`` windows;
+* device, on the fresh test histories (built before the phases): SRM full-catalogue scoring
+  (``DeviceSRM.score_catalogue`` + gather), candidate-only scoring (``DeviceSRM.score_lists``
+  batched, ``DeviceSRM.candidate_scores`` for one user), one SRM training step (its RecBole
+  trainer's optimizer, ``calculate_loss``) on a ``train_batch_size`` batch of RecBole's loader.
 
     python benchmarks/memory_and_params.py --dataset=ml-100k
 """
@@ -24,80 +24,108 @@ import time
 
 import torch
 
-from _common import (
-    PeakMemory, _status_kib, emit, environment, lsc4rec_setup, markdown, parameter_count,
-    parse, parser, run, scratch_cwd,
-)
-from recbole_lsc.collab.candidates import sample_candidates
-from recbole_lsc.data.protocol import Samples
+from _common import PeakMemory, _status_kib, emit, environment, lsc4rec_setup, markdown, parse, parser, run, scratch_cwd
+from recbole_lsc.cloud.source import InProcessCloud
+from recbole_lsc.experiment.cost import parameter_count
+from recbole_lsc.protocol import Samples
 
 
 def parameter_bytes(module):
+    """Bytes held by ``module``'s parameters."""
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
+def recorder(phases, device):
+    """``measure(name, fn)``: ``fn()`` inside ``PeakMemory``, its figures kept as ``phases[name]``."""
+    def measure(name, fn):
+        with PeakMemory(device) as peak:
+            out = fn()
+        phases[name] = peak.figures
+        return out
+
+    return measure
+
+
+def llm_step(setup):
+    """One LLM training step on ``llm_batch_size`` cloud windows (``window_loss`` + AdamW, as ``LLMRecTrainer``)."""
+    config, llm, device = setup.config, setup.model.llm, setup.device
+    windows, lengths = setup.protocol.cloud_training_windows(config["llm_max_len"])
+    items = torch.from_numpy(windows[: config["llm_batch_size"]]).to(device)
+    lens = torch.from_numpy(lengths[: config["llm_batch_size"]]).to(device)
+
+    def step():
+        llm.requires_grad_(True).train()
+        optimizer = torch.optim.AdamW(llm.parameters(), lr=config["llm_learning_rate"],
+                                      weight_decay=config["llm_weight_decay"])
+        optimizer.zero_grad()
+        llm.window_loss(items, lens).backward()
+        optimizer.step()
+        llm.eval()
+
+    return step
+
+
+def srm_step(setup):
+    """One SRM training step: its RecBole trainer's optimizer on one batch of RecBole's training loader."""
+    srm, device = setup.model.srm.model, setup.device
+    srm_trainer = setup.srm_recbole_trainer()
+    train_batch = next(iter(setup.train_data))
+
+    def step():
+        srm.train()
+        srm_trainer.optimizer.zero_grad()
+        srm.calculate_loss(train_batch.to(device)).backward()
+        srm_trainer.optimizer.step()
+        srm.eval()
+
+    return step
+
+
+def cloud_phases(setup, measure, samples):
+    """The cloud's phases; returns the batched stale lists' item ids (what the device re-ranks)."""
+    num, llm = setup.config["candidate_num"], setup.model.llm
+    first = Samples(user=samples.user[:1], position=samples.position[:1])
+    one_user_cloud = InProcessCloud(llm, 1, setup.device)
+    lists = measure("cloud_candidates_batched", lambda: setup.cloud.candidates(*setup.cloud_history(samples), num))
+    measure("cloud_candidates_one_user", lambda: one_user_cloud.candidates(*setup.cloud_history(first), num))
+    measure("cloud_coop_candidate_fill", lambda: setup.lists.get("train", "stale"))
+    measure("cloud_train_step", llm_step(setup))
+    return lists.item_ids
+
+
+def device_phases(setup, measure, ids):
+    """The device's phases on the fresh test histories and the stale lists ``ids``."""
+    srm, device, batch = setup.model.srm, setup.device, setup.config["eval_batch_size"]
+    interaction = setup.srm_interaction("test")
+    one_user, one_ids = interaction[:1].to(device), ids[:1].to(device)
+
+    @torch.no_grad()
+    def candidates_one_user():
+        srm.eval()
+        return srm.candidate_scores(one_user, one_ids)
+
+    measure("device_full_batched", lambda: srm.score_catalogue(interaction, batch, device).gather(1, ids))
+    measure("device_candidates_batched", lambda: srm.score_lists(interaction, ids, batch, device))
+    measure("device_candidates_one_user", candidates_one_user)
+    measure("device_train_step", srm_step(setup))
+
+
 def main(argv=None):
+    """Peak memory of every phase, parameter counts and sizes; print and emit the figures."""
     p = parser(__doc__)
     args, overrides = parse(p, argv)
     wall = time.perf_counter()
     phases = {}
     with scratch_cwd():
         setup = lsc4rec_setup(args, overrides)
-        config, trainer, model, protocol, device = setup.config, setup.trainer, setup.model, setup.protocol, setup.device
-        llm, srm = model.llm, model.srm
+        config, device = setup.config, setup.device
+        llm, srm = setup.model.llm, setup.model.srm.model
         num, batch = config["candidate_num"], config["eval_batch_size"]
-        samples = protocol.samples("test")
-        first = Samples(user=samples.user[:1], position=samples.position[:1])
+        samples = setup.protocol.samples("test")
         after_setup_mib = round((_status_kib("VmRSS") or 0) / 1024, 1)
-
-        def measure(name, fn):
-            with PeakMemory(device) as peak:
-                out = fn()
-            phases[name] = peak.figures
-            return out
-
-        ids, _ = measure("cloud_candidates_batched",
-                         lambda: sample_candidates(llm, protocol, samples, "stale", num, batch, device))
-        measure("cloud_candidates_one_user", lambda: sample_candidates(llm, protocol, first, "stale", num, 1, device))
-        measure("cloud_coop_candidate_fill", lambda: trainer.candidates("train", "stale"))
-
-        windows, lengths = protocol.cloud_training_windows(config["llm_max_len"])
-        items = torch.from_numpy(windows[: config["llm_batch_size"]]).to(device)
-        lens = torch.from_numpy(lengths[: config["llm_batch_size"]]).to(device)
-
-        def llm_step():
-            llm.requires_grad_(True).train()
-            optimizer = torch.optim.AdamW(llm.parameters(), lr=config["llm_learning_rate"],
-                                          weight_decay=config["llm_weight_decay"])
-            optimizer.zero_grad()
-            llm.window_loss(items, lens).backward()
-            optimizer.step()
-            llm.eval()
-
-        measure("cloud_train_step", llm_step)
-
-        one_user = trainer.srm_interaction("test")[:1].to(device)
-        one_ids = ids[:1].to(device)
-
-        @torch.no_grad()
-        def candidates_one_user():
-            srm.eval()
-            return model.srm_scores_of_candidates(one_user, one_ids)
-
-        measure("device_full_batched", lambda: trainer.srm_scores("test", ids))
-        measure("device_candidates_batched", lambda: trainer.srm_scores("test", ids, candidates_only=True))
-        measure("device_candidates_one_user", candidates_one_user)
-        srm_trainer = setup.srm_recbole_trainer()
-        train_batch = next(iter(setup.train_data))
-
-        def srm_step():
-            srm.train()
-            srm_trainer.optimizer.zero_grad()
-            srm.calculate_loss(train_batch.to(device)).backward()
-            srm_trainer.optimizer.step()
-            srm.eval()
-
-        measure("device_train_step", srm_step)
+        measure = recorder(phases, device)
+        ids = cloud_phases(setup, measure, samples)
+        device_phases(setup, measure, ids)
 
     params = {
         "llm_parameters": parameter_count(llm),

@@ -1,14 +1,15 @@
 """Full request-curve evaluation time / one plain evaluation pass (goal: <= 2).
 
 With the LLM's candidate lists already cached (valid and test, stale and fresh, through
-``LSC4RecTrainer.candidates``; the fill is timed on its own), the curve evaluation is what
-the pipeline runs after training:
+``CloudLists.get``; the fill is timed on its own), the curve evaluation is what the pipeline
+runs after training:
 
-* ``Collaboration(config, trainer)``: the SRM's scores of both lists, request features,
-  alpha tuned on validation, per-user metrics, the learned policy's fit;
+* ``experiment.lsc4rec.collaboration(config, srm, lists, protocol)``: the SRM's scores of
+  both lists, request features, alpha tuned on validation, per-user metrics, the learned
+  policy's fit (a ``Collaboration``);
 * ``Collaboration.curve`` over ``request_curve_ratios`` (7 by default), timed for the policy
   sets random + consistency, + learned, and the pipeline's own set (+ oracle), by narrowing
-  ``recbole_lsc.pipelines.lsc4rec.CURVE_POLICIES`` for the call.
+  ``recbole_lsc.experiment.collaboration.CURVE_POLICIES`` for the call.
 
 Plain evaluation: one pass of the SRM's RecBole trainer ``evaluate`` over the test loader
 (full-catalogue ranking through RecBole's Evaluator: the ``srm`` row's test figures).
@@ -22,7 +23,8 @@ import contextlib
 import sys
 import time
 
-import recbole_lsc.pipelines.lsc4rec as pipeline
+import recbole_lsc.experiment.collaboration as collaboration
+import recbole_lsc.experiment.lsc4rec as experiment
 from _common import (
     emit, environment, lsc4rec_setup, markdown, parse, parser, profile, profile_table, run, scratch_cwd,
     timed,
@@ -32,42 +34,49 @@ GOAL = 2.0
 POLICY_SETS = {
     "random+consistency": ("random", "consistency"),
     "random+consistency+learned": ("random", "consistency", "learned"),
-    "pipeline": pipeline.CURVE_POLICIES,
+    "pipeline": collaboration.CURVE_POLICIES,
 }
 
 
 @contextlib.contextmanager
 def curve_policies(policies):
-    saved = pipeline.CURVE_POLICIES
-    pipeline.CURVE_POLICIES = tuple(policies)
+    """``Collaboration.curve`` runs over ``policies`` only inside the block."""
+    saved = collaboration.CURVE_POLICIES
+    collaboration.CURVE_POLICIES = tuple(policies)
     try:
         yield
     finally:
-        pipeline.CURVE_POLICIES = saved
+        collaboration.CURVE_POLICIES = saved
 
 
 def main(argv=None):
+    """Time the list fill, plain RecBole evaluation, the Collaboration set-up and each curve."""
     p = parser(__doc__, profile_what="one Collaboration + pipeline curve")
     p.add_argument("--repeat", type=int, default=5, help="timed runs of each part (median; one warm-up first)")
     args, overrides = parse(p, argv)
     wall = time.perf_counter()
     with scratch_cwd():
         setup = lsc4rec_setup(args, overrides)
-        config, trainer, device = setup.config, setup.trainer, setup.device
+        config, lists, device = setup.config, setup.lists, setup.device
+        srm, protocol = setup.model.srm, setup.protocol
         ratios, seed = config["request_curve_ratios"], config["seed"]
         srm_trainer = setup.srm_recbole_trainer()
 
         def fill():
             for phase in ("valid", "test"):
                 for view in ("stale", "fresh"):
-                    trainer.candidates(phase, view)
+                    lists.get(phase, view)
 
         cache_s, _ = timed(fill, device)
         plain_s, _ = timed(lambda: srm_trainer.evaluate(setup.test_data, load_best_model=False), device,
                            args.repeat, warmup=1)
         plain_valid_s, _ = timed(lambda: srm_trainer.evaluate(setup.valid_data, load_best_model=False), device,
                                  args.repeat, warmup=1)
-        setup_s, collab = timed(lambda: pipeline.Collaboration(config, trainer), device, args.repeat, warmup=1)
+
+        def collaborate():
+            return experiment.collaboration(config, srm, lists, protocol)
+
+        setup_s, collab = timed(collaborate, device, args.repeat, warmup=1)
         curves, points = {}, {}
         for name, policies in POLICY_SETS.items():
             with curve_policies(policies):
@@ -76,13 +85,13 @@ def main(argv=None):
         profiles = {}
         if args.profile:
             _, profiles["collaboration_and_curve"] = profile(
-                lambda: pipeline.Collaboration(config, trainer).curve(ratios, seed), args.profile
+                lambda: collaborate().curve(ratios, seed), args.profile
             )
 
     head = setup_s + curves["pipeline"]
     result = {
         "benchmark": "request_curve_vs_eval",
-        "dataset": args.dataset, "users": len(setup.protocol.samples("test")), "srm": config["srm"],
+        "dataset": args.dataset, "users": len(protocol.samples("test")), "srm": config["srm"],
         "candidate_num": config["candidate_num"], "ratios": list(ratios), "repeat": args.repeat,
         "goal_curve_over_plain": GOAL,
         "plain_eval_seconds": plain_s,
@@ -110,7 +119,7 @@ def main(argv=None):
         rows.append((f"curve, {name} ({points[name]} points)", seconds, seconds / plain_s))
         rows.append((f"set-up + curve, {name}", setup_s + seconds, (setup_s + seconds) / plain_s))
     rows.append(("plain SRM evaluation passes, valid + test", plain_s + plain_valid_s, (plain_s + plain_valid_s) / plain_s))
-    rows.append(("LLM list fill (4 sample_candidates passes, once)", cache_s, cache_s / plain_s))
+    rows.append(("LLM list fill (4 cloud candidate passes, once)", cache_s, cache_s / plain_s))
     lines += markdown(["what", "seconds", "vs plain evaluation"], rows)
     for name, entries in profiles.items():
         lines += profile_table(entries["cumulative"], f"cProfile {name}, top cumulative")
