@@ -30,8 +30,9 @@ from recbole.config import Config
 from recbole.utils import ModelType
 from recbole.utils import argument_list as recbole_arguments
 
+from recbole_lsc.device.features import DEVICE_CATALOGUES, LIST_FEATURES
 from recbole_lsc.device.fusion import FUSION_NORMS
-from recbole_lsc.device.policies import REQUEST_POLICIES
+from recbole_lsc.device.policies import REQUEST_POLICIES, RULE_FEATURES, available_rules
 from recbole_lsc.device.srm import COOP_LOSSES
 from recbole_lsc.errors import ConfigError, DatasetNotFoundError
 from recbole_lsc.protocol import MIN_INTERACTIONS
@@ -66,6 +67,7 @@ _CHOICES = {
     "request_policy": REQUEST_POLICIES,
     "llm_select_on": ("fresh", "stale"),
     "coop_loss": COOP_LOSSES,
+    "srm_train_window": ("cloud", "all"),
 }
 
 
@@ -82,6 +84,7 @@ class LSCConfig(Config):
         self._check_keys()
         self._check_types()
         self._check_srm()
+        self._check_device_catalogue()
         self._check_dataset_present()
 
     # ------------------------------------------------------------------ loading
@@ -255,6 +258,25 @@ class LSCConfig(Config):
                 f"srm '{name}' is not a RecBole sequential model; pass --srm=NAME with NAME one of "
                 "SASRec, GRU4Rec, NARM, BERT4Rec, ... (case-sensitive)"
             )
+
+    def _check_device_catalogue(self):
+        """``device_catalogue`` as a list of settings; a policy must be computable from what the device holds."""
+        if self.model != "LSC4Rec":
+            return
+        value = self.final_config_dict.get("device_catalogue")
+        modes = [value] if isinstance(value, str) else value
+        if not isinstance(modes, (list, tuple)) or not modes or any(mode not in DEVICE_CATALOGUES for mode in modes) \
+                or len(set(modes)) != len(modes):
+            raise ConfigError(f"config key 'device_catalogue' must be one or more of {', '.join(DEVICE_CATALOGUES)} "
+                              f"(a list without repeats), got {value!r}")
+        self.final_config_dict["device_catalogue"] = list(modes)
+        policy = self.final_config_dict.get("request_policy")
+        catalogue_rules = set(RULE_FEATURES) - set(available_rules(LIST_FEATURES))
+        if policy in catalogue_rules and "candidates" in modes:
+            raise ConfigError(
+                f"request_policy '{policy}' reads the SRM's scores of the whole item table, which a device with "
+                "device_catalogue 'candidates' does not hold; use random, consistency or learned, or set "
+                "device_catalogue: full")
 
     def _check_dataset_present(self):
         data_dir = self.final_config_dict["data_path"]

@@ -36,3 +36,8 @@ def _check_candidate_num(config, catalogue):
             f"candidate_num ({config['candidate_num']}) is larger than the catalogue of {catalogue} items{why}; "
             f"set candidate_num to at most {limit}"
         )
+    if "full" in config["device_catalogue"] and 2 * config["candidate_num"] > catalogue:
+        raise ConfigError(
+            f"device_catalogue 'full' adds the device's own top-C to the cloud's C candidates, but the catalogue has "
+            f"only {catalogue} items; set candidate_num to at most {catalogue // 2} or device_catalogue: candidates"
+        )

@@ -34,7 +34,7 @@ from recbole_lsc.errors import ConfigError
 
 MIN_INTERACTIONS = 4
 PHASES = ("train", "valid", "test", "llm_train", "retrain")
-TRAINING_PHASES = ("train", "llm_train", "retrain")  # many samples per user; the others one
+TRAINING_PHASES = ("train", "llm_train")  # many samples per user: lists from windowed passes
 VIEWS = ("fresh", "stale")
 
 

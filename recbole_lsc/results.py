@@ -98,14 +98,15 @@ def markdown_table(rows, split="test", metrics=None):
 
 
 def curve_table(curve, metric):
-    """The request curves as markdown: one row per policy, one column per request ratio."""
+    """The request curves as markdown: one row per (device_catalogue, policy), one column per request ratio."""
     rhos = sorted({point["rho"] for point in curve})
-    policies = list(dict.fromkeys(point["policy"] for point in curve))
-    by = {(point["policy"], point["rho"]): point for point in curve}
-    lines = [f"| policy ({metric}; realised ratio) | " + " | ".join(f"rho {rho:g}" for rho in rhos) + " |",
+    lines = dict.fromkeys((point.get("device_catalogue"), point["policy"]) for point in curve)
+    by = {(point.get("device_catalogue"), point["policy"], point["rho"]): point for point in curve}
+    table = [f"| policy ({metric}; realised ratio) | " + " | ".join(f"rho {rho:g}" for rho in rhos) + " |",
              "|---|" + "---|" * len(rhos)]
-    for policy in policies:
-        cells = [f"{by[(policy, rho)]['test'][metric]:.4f} ({by[(policy, rho)]['realized']:.2f})"
-                 if (policy, rho) in by else "-" for rho in rhos]
-        lines.append(f"| {policy} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    for mode, policy in lines:
+        cells = [f"{by[(mode, policy, rho)]['test'][metric]:.4f} ({by[(mode, policy, rho)]['realized']:.2f})"
+                 if (mode, policy, rho) in by else "-" for rho in rhos]
+        label = f"{policy} ({mode})" if mode else policy
+        table.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(table)

@@ -10,7 +10,7 @@ import torch
 from recbole_lsc.channel import CandidateList
 from recbole_lsc.device.policies import top_share
 from recbole_lsc.evaluation.metrics import metric_values
-from recbole_lsc.experiment.collaboration import CURVE_POLICIES, Collaboration, PhaseLists, tune_alpha
+from recbole_lsc.experiment.collaboration import Collaboration, PhaseLists, tune_alpha
 
 CONFIG = {"fusion_alpha": "auto", "fusion_norm": "prob", "valid_metric": "NDCG@10", "metrics": ["Hit", "NDCG"],
           "topk": [5, 10], "metric_decimal_place": 4}
@@ -23,7 +23,7 @@ def candidate_list(generator):
     return CandidateList(ids, scores, "synthetic", torch.full((USERS,), 9))
 
 
-def synthetic_phase(seed):
+def synthetic_phase(seed, holds_table=True):
     """Users whose target is in the fresh list more often than in the stale one (fresh lists help)."""
     generator = torch.Generator().manual_seed(seed)
     stale, fresh = candidate_list(generator), candidate_list(generator)
@@ -35,7 +35,7 @@ def synthetic_phase(seed):
                           torch.where(source < 0.75, stale.item_ids[rows, pick], torch.tensor(ITEMS - 1)))
     catalogue[rows, targets] += 1.5  # the SRM knows something
     return PhaseLists(targets, stale, fresh, catalogue.gather(1, stale.item_ids), catalogue.gather(1, fresh.item_ids),
-                      catalogue, torch.randint(0, ITEMS, (USERS, 2), generator=generator),
+                      catalogue if holds_table else None, torch.randint(0, ITEMS, (USERS, 2), generator=generator),
                       torch.randint(3, 30, (USERS,), generator=generator))
 
 
@@ -44,9 +44,10 @@ def phases():
     return synthetic_phase(0), synthetic_phase(1)
 
 
-@pytest.fixture(scope="module")
-def collab(phases):
-    return Collaboration(CONFIG, *phases)
+@pytest.fixture(scope="module", params=["candidates", "full"])
+def collab(request):
+    full = request.param == "full"
+    return Collaboration(CONFIG, synthetic_phase(0, full), synthetic_phase(1, full))
 
 
 def test_alpha_tuning_picks_the_model_that_ranks_the_targets():
@@ -60,42 +61,54 @@ def test_alpha_tuning_picks_the_model_that_ranks_the_targets():
     assert tune_alpha(lists.item_ids, lists.scores, srm, srm_first, {**CONFIG, "fusion_alpha": 0.3}) == 0.3
 
 
-def test_fixed_alpha_one_gives_the_llm_lists_own_order(phases):
+@pytest.mark.parametrize("full", [False, True])
+def test_fixed_alpha_one_gives_the_llm_lists_own_order(full):
+    phases = synthetic_phase(0, full), synthetic_phase(1, full)
     fixed = Collaboration({**CONFIG, "fusion_alpha": 1.0}, *phases)
     valid = phases[0]
     in_list = valid.stale.item_ids == valid.targets.unsqueeze(1)
     llm_rank = torch.where(in_list.any(1), in_list.float().argmax(1), torch.tensor(SIZE))
-    assert torch.equal(fixed.ranks["valid"]["stale"], llm_rank)
+    # with the item table the list goes on past C with the device's own items: compare the top C
+    assert torch.equal(fixed.ranks["valid"]["stale"].clamp(max=SIZE), llm_rank)
 
 
-@pytest.mark.parametrize("policy", ["random", "consistency", "top1_missing", "regret", "learned"])
+def test_each_setting_runs_the_policies_it_can_compute(collab):
+    expected = {"candidates": ("random", "consistency", "learned", "oracle"),
+                "full": ("random", "consistency", "top1_missing", "regret", "learned", "oracle")}
+    assert collab.policies == expected[collab.device_catalogue]
+
+
 @pytest.mark.parametrize("ratio", [0.05, 0.1, 0.3])
-def test_thresholded_policies_spend_the_budget_on_validation(collab, policy, ratio):
-    masks = collab.requests(policy, ratio, seed=5)
-    assert masks["valid"].sum() == round(ratio * USERS)
-    assert 0 < masks["test"].sum() < USERS
+def test_thresholded_policies_spend_the_budget_on_validation(collab, ratio):
+    for policy in set(collab.policies) - {"oracle"}:
+        masks = collab.requests(policy, ratio, seed=5)
+        assert masks["valid"].sum() == round(ratio * USERS), policy
+        assert 0 < masks["test"].sum() < USERS, policy
 
 
-@pytest.mark.parametrize("policy", CURVE_POLICIES)
 @pytest.mark.parametrize("ratio", [0.05, 0.2, 0.5])
-def test_no_policy_beats_the_oracle_with_as_many_requests(collab, policy, ratio):
-    mask = collab.requests(policy, ratio, seed=5)["test"]
-    achieved = metric_values(collab.final_ranks("test", mask), CONFIG).mean()
-    gain = collab.gain["test"]
-    stale = metric_values(collab.ranks["test"]["stale"], CONFIG).mean()
-    ceiling = stale + gain[top_share(gain, mask.mean()) & (gain > 0)].sum() / USERS
-    assert achieved <= ceiling + 1e-12
+def test_no_policy_beats_the_oracle_with_as_many_requests(collab, ratio):
+    for policy in collab.policies:
+        mask = collab.requests(policy, ratio, seed=5)["test"]
+        achieved = metric_values(collab.final_ranks("test", mask), CONFIG).mean()
+        gain = collab.gain["test"]
+        stale = metric_values(collab.ranks["test"]["stale"], CONFIG).mean()
+        ceiling = stale + gain[top_share(gain, mask.mean()) & (gain > 0)].sum() / USERS
+        assert achieved <= ceiling + 1e-12, policy
 
 
-def test_everything_fitted_reads_validation_labels_only(phases, collab):
+def test_everything_fitted_reads_validation_and_fresh_window_labels_only(phases):
     valid, test = phases
+    extra = synthetic_phase(2)
+    collab = Collaboration(CONFIG, valid, test, extra)
     other_test = dataclasses.replace(test, targets=torch.roll(test.targets, 7))
-    moved = Collaboration(CONFIG, valid, other_test)
-    assert moved.alpha == collab.alpha
-    assert np.array_equal(moved.learned.weights, collab.learned.weights)
+    moved = Collaboration(CONFIG, valid, other_test, extra)
+    assert moved.alpha == collab.alpha and moved.learned.cv_scores == collab.learned.cv_scores
     assert collab.row("x", "lsc4rec", "learned", 0.1, 5)[0]["test"] != moved.row("x", "lsc4rec", "learned", 0.1, 5)[0]["test"]
-    other_valid = dataclasses.replace(valid, targets=torch.roll(valid.targets, 7))
-    assert not np.array_equal(Collaboration(CONFIG, other_valid, test).learned.weights, collab.learned.weights)
+    for changed in (Collaboration(CONFIG, dataclasses.replace(valid, targets=torch.roll(valid.targets, 7)), test, extra),
+                    Collaboration(CONFIG, valid, test, dataclasses.replace(extra, targets=torch.roll(extra.targets, 7)))):
+        assert changed.learned.cv_scores != collab.learned.cv_scores
+    assert collab.fit_size == 2 * USERS
 
 
 def test_rho_zero_and_one_are_never_and_always(collab):

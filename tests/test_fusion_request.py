@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from recbole_lsc.device.features import (
-    FEATURE_NAMES, catalogue_features, feature_matrix, list_features, rank_displacement,
+    FEATURE_NAMES, catalogue_features, feature_columns, feature_matrix, list_features, rank_displacement,
 )
-from recbole_lsc.device.fusion import fuse, normalise
-from recbole_lsc.device.learned import L2_GRID, LearnedRequestPolicy, captured_gain
+from recbole_lsc.device.fusion import fuse, normalise, with_own_top
+from recbole_lsc.device.learned import L2_GRID, LearnedRequestPolicy, captured_gain, random_gain
 from recbole_lsc.device.policies import calibrate_threshold, policy_priority, top_share
 from recbole_lsc.evaluation.metrics import per_user_metrics
 from recbole_lsc.evaluation.ranks import list_ranks
@@ -17,9 +17,13 @@ from recbole_lsc.evaluation.stats import paired_test
 
 def request_features(llm, srm, full, ids, newest, history_len, shown_scores, metric_by_rank):
     """Every feature column of the stale lists ``ids`` shown in the order of ``shown_scores``."""
-    shown = torch.argsort(shown_scores, dim=1, descending=True, stable=True)
-    return feature_matrix({**list_features(llm, srm, ids, newest, history_len),
-                           **catalogue_features(full, ids, shown, metric_by_rank)})
+    shown = ids.gather(1, torch.argsort(shown_scores, dim=1, descending=True, stable=True))
+    return feature_matrix(feature_columns({**list_features(llm, srm, ids, newest, history_len),
+                                           **catalogue_features(full, ids, shown, metric_by_rank)}), FEATURE_NAMES)
+
+
+def named(matrix, names=FEATURE_NAMES):
+    return {name: matrix[:, index] for index, name in enumerate(names)}
 
 
 def ranked_ids(ids, scores):
@@ -90,7 +94,7 @@ def test_top_share_picks_highest_priorities():
 
 
 def test_random_policy_is_seeded():
-    features = np.zeros((50, len(FEATURE_NAMES)))
+    features = named(np.zeros((50, len(FEATURE_NAMES))))
     a = policy_priority("random", features, np.random.default_rng(3))
     b = policy_priority("random", features, np.random.default_rng(3))
     c = policy_priority("random", features, np.random.default_rng(4))
@@ -98,10 +102,7 @@ def test_random_policy_is_seeded():
 
 
 def test_top1_rule_requests_users_whose_device_favourite_is_missing_first():
-    features = np.zeros((4, len(FEATURE_NAMES)))
-    top1, mass = FEATURE_NAMES.index("srm_top1_in_list"), FEATURE_NAMES.index("srm_mass_in_list")
-    features[:, top1] = [1, 0, 1, 0]
-    features[:, mass] = [0.1, 0.6, 0.2, 0.3]
+    features = {"srm_top1_in_list": np.array([1.0, 0, 1, 0]), "srm_mass_in_list": np.array([0.1, 0.6, 0.2, 0.3])}
     priority = policy_priority("top1_missing", features, np.random.default_rng(0))
     # missing favourites first (user 3 has less of the device's mass in the list than user 1), then the rest
     assert list(np.argsort(-priority)) == [3, 1, 0, 2]
@@ -153,34 +154,62 @@ def test_expected_regret_is_zero_when_the_list_is_the_devices_own_top_list():
 
 
 def test_regret_rule_requests_the_largest_expected_regret_first():
-    features = np.zeros((3, len(FEATURE_NAMES)))
-    features[:, FEATURE_NAMES.index("expected_regret")] = [0.02, 0.3, 0.1]
+    features = {"expected_regret": np.array([0.02, 0.3, 0.1])}
     assert list(np.argsort(-policy_priority("regret", features, np.random.default_rng(0)))) == [1, 2, 0]
+
+
+def columns_of(features):
+    return {f"x{index}": features[:, index] for index in range(features.shape[1])}
 
 
 def test_learned_policy_recovers_a_linear_gain():
     rng = np.random.default_rng(0)
     features = rng.normal(size=(300, 3))
     gains = 2 * features[:, 0] - features[:, 2] + 0.01 * rng.normal(size=300)
-    policy = LearnedRequestPolicy(l2=1e-3).fit(features, gains)
-    assert np.corrcoef(policy.predict(features), gains)[0, 1] > 0.99
+    policy = LearnedRequestPolicy(["x0", "x1", "x2"], l2=1e-3).fit(columns_of(features), gains)
+    assert np.corrcoef(policy.predict(columns_of(features)), gains)[0, 1] > 0.99
     with pytest.raises(RuntimeError, match="before fit"):
-        LearnedRequestPolicy().predict(features)
+        LearnedRequestPolicy(["x0"]).predict(columns_of(features))
 
 
-def test_learned_policy_shrinks_to_its_prior_feature_and_cross_validates_the_penalty():
+def test_learned_policy_cross_validates_ridge_priors_rules_and_random():
     rng = np.random.default_rng(1)
-    features = rng.normal(size=(400, 3))
-    # a strong penalty gives back the prior rule: the order of column 1 (its slope is positive here)
-    noisy = 0.3 * features[:, 1] + rng.normal(size=400)
-    strong = LearnedRequestPolicy(l2=1e9, prior_feature=1).fit(features, noisy)
-    assert np.array_equal(np.argsort(strong.predict(features)), np.argsort(features[:, 1]))
-    # a gain that column 0 explains: cross-validation leaves the prior for a light penalty
+    features = rng.normal(size=(400, 2))
+    columns = {"x0": features[:, 0], "rank_displacement": features[:, 1]}
+    names = ("x0", "rank_displacement")
+    # a gain that x0 explains: a ridge fit beats the consistency rule and random
     gains = np.maximum(features[:, 0], 0) + 0.05 * rng.normal(size=400)
-    policy = LearnedRequestPolicy(prior_feature=1).fit(features, gains)
-    assert set(policy.cv_scores) == set(L2_GRID) and policy.l2 <= 100
-    assert policy.cv_scores[policy.l2] == max(policy.cv_scores.values())
-    assert np.corrcoef(policy.predict(features), features[:, 0])[0, 1] > 0.95
+    policy = LearnedRequestPolicy(names, rules=("consistency",)).fit(columns, gains)
+    assert policy.choice[0] == "ridge" and policy.choice[2] in L2_GRID
+    assert set(policy.cv_scores) == {f"ridge/{prior}/{l2}" for prior in ("none", "consistency") for l2 in L2_GRID} | {
+        "rule/consistency", "random"}
+    assert policy.cv_scores[policy.description] == max(policy.cv_scores.values())
+    assert np.corrcoef(policy.predict(columns), features[:, 0])[0, 1] > 0.95
+    # a gain that only the rule's feature orders, as a step: the rule itself is chosen (nothing beats it)
+    step = (features[:, 1] > 1.0).astype(float)
+    assert LearnedRequestPolicy(names, rules=("consistency",)).fit(columns, step).description == "rule/consistency"
+    # every user gains alike: no order beats random, and on a tie the simplest candidate wins
+    fallback = LearnedRequestPolicy(names, rules=("consistency",)).fit(columns, np.full(400, 0.1))
+    assert fallback.description == "random" and not fallback.predict(columns).any()  # the jitter decides
+
+
+def test_random_gain_by_hand():
+    gains = np.array([0.4, 0.0, -0.2, 0.6])
+    # a share 0.5 of 4 users = 2 users, each worth the mean gain 0.2 on average: 0.4 / 4 users
+    assert random_gain(gains, (0.5,)) == pytest.approx(2 / 4 * 0.2)
+
+
+def test_full_catalogue_candidates_add_the_devices_own_top_items():
+    cloud = torch.tensor([[4, 2, 7]])
+    llm = torch.tensor([[-0.5, -1.0, -3.0]])
+    catalogue = torch.tensor([[9.0, 1.0, 8.0, 0.0, 5.0, 7.0, 6.0, -1.0]])  # own order: 2, 5, 6, 4, 1, ...
+    ids, llm_scores, srm = with_own_top(cloud, llm, catalogue)
+    assert ids.tolist() == [[4, 2, 7, 5, 6, 1]]  # cloud list, then own items the cloud did not propose
+    assert llm_scores.tolist() == [[-0.5, -1.0, -3.0, -3.0, -3.0, -3.0]]  # the floor: the list's lowest score
+    assert srm.tolist() == [[5.0, 8.0, -1.0, 7.0, 6.0, 1.0]]
+    for norm in ("rank", "prob"):  # alpha 1: the cloud's list first; alpha 0: the device's own ranking
+        assert ranked_ids(ids, fuse(llm_scores, srm, 1.0, norm))[0, :3].tolist() == [4, 2, 7]
+        assert ranked_ids(ids, fuse(llm_scores, srm, 0.0, norm))[0, :3].tolist() == [2, 5, 6]
 
 
 def test_captured_gain_by_hand():

@@ -21,8 +21,9 @@ def fake_results(srm, shift, users):
     base = 0.1 + shift
     results = [row(srm, "srm", base), row(f"{srm} re-rank", "srm_rerank", base - 0.02),
                row("LLMRec (stale)", "llm_stale", 0.05), row("LLMRec (fresh)", "llm_fresh", 0.07),
-               row("LSC4Rec", "lsc4rec", base + 0.03)]
-    curve = [{"policy": p, "rho": r, "realized": r, "test": {"ndcg@10": base + r * 0.05 + (p == "oracle") * 0.02}}
+               {**row("LSC4Rec", "lsc4rec", base + 0.03), "device_catalogue": "full"}]
+    curve = [{"device_catalogue": "full", "policy": p, "rho": r, "realized": r,
+              "test": {"ndcg@10": base + r * 0.05 + (p == "oracle") * 0.02}}
              for p in ("random", "consistency", "learned", "oracle") for r in (0.0, 0.1, 0.5, 1.0)]
     per_user = {"metric": "ndcg@10", **{role: list(users[role]) for role in users}}
     return {"results": results, "request_curve": curve, "per_user_test": per_user}
@@ -34,7 +35,7 @@ def runs_for(srm, seeds_shift):
     for seed, shift in seeds_shift.items():
         srm_users = rng.uniform(0, 0.2, 50)
         users = {"srm": srm_users, "srm_rerank": srm_users - 0.01, "llm_stale": srm_users * 0.5,
-                 "llm_fresh": srm_users, "lsc4rec": srm_users + 0.05}
+                 "llm_fresh": srm_users, "lsc4rec/full": srm_users + 0.05}
         runs.append({"dataset": "d", "srm": srm, "seed": seed, "config_id": f"c-{srm}", "path": f"{srm}/{seed}",
                      "results": fake_results(srm, shift, users)})
     return runs
@@ -105,7 +106,7 @@ def test_sweep_writes_the_leaderboard_trains_the_cloud_once_and_resumes(tmp_path
     out = tmp_path / "lb"
     names = set(os.listdir(out))
     assert {"leaderboard.md", "leaderboard.csv", "leaderboard.json", "bars_mltiny.png",
-            "curve_mltiny_SASRec.png", "curve_mltiny_GRU4Rec.png"} <= names
+            *(f"curve_mltiny_{srm}_{mode}.png" for srm in ("SASRec", "GRU4Rec") for mode in ("candidates", "full"))} <= names
     board = json.loads((out / "leaderboard.json").read_text())
     assert board["complete"] is True
     backbones = {(row["role"], row["backbone"]) for row in board["rows"]}

@@ -32,37 +32,45 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch, caps
     original = source_module.prefix_candidates
     monkeypatch.setattr(source_module, "prefix_candidates", lambda *a, **k: calls.append(a[3]) or original(*a, **k))
     out = run(small_config)
-    roles = [row["role"] for row in out["rows"]]
-    assert roles == ["srm", "llm_stale", "llm_fresh", "srm_rerank", "lsc4rec", "ablation", "ablation"]
+    names = [(row["role"], row.get("device_catalogue")) for row in out["rows"]]
+    assert names == [("srm", "full"), ("llm_stale", "cloud"), ("llm_fresh", "cloud"), ("srm_rerank", "candidates"),
+                     *[(role, mode) for mode in ("candidates", "full") for role in ("lsc4rec", "ablation", "ablation")]]
     # the LLM produced the cooperative candidates once, although the SRM trained 2 epochs on them
-    # and two re-trainings (main and ablation) followed
     assert calls == ["stale"]
-    main = out["rows"][4]
-    assert main["policy"] == "learned" and main["rho"] == 0.1
+    assert set(out["cost"]["cloud_calls"]["llm_candidate_passes"]) == {
+        "llm_train/stale", "retrain/stale", "retrain/fresh", "valid/stale", "valid/fresh", "test/stale", "test/fresh"}
     users = out["cost"]["cloud_calls"]["initial_lists"]
-    assert users == len(out["per_user_test"]["lsc4rec"]) == 30
-    assert out["cost"]["cloud_calls"]["requests"] == round(main["realized"] * users)
-    assert set(main["paired_tests"]) == {"metric", "srm", "srm_rerank", "llm_stale", "llm_fresh"}
+    assert users == len(out["per_user_test"]["lsc4rec/full"]) == 30
+    for row in (row for row in out["rows"] if row["role"] == "lsc4rec"):
+        assert row["policy"] == "learned" and row["rho"] == 0.1
+        assert out["cost"]["cloud_calls"]["requests"][row["device_catalogue"]] == round(row["realized"] * users)
+        assert set(row["paired_tests"]) == {"metric", "srm", "srm_rerank", "llm_stale", "llm_fresh"}
     curve = out["request_curve"]
-    assert {p["policy"] for p in curve} == {"random", "consistency", "top1_missing", "regret", "learned", "oracle"}
+    policies = {mode: {p["policy"] for p in curve if p["device_catalogue"] == mode} for mode in ("candidates", "full")}
+    assert policies == {"candidates": {"random", "consistency", "learned", "oracle"},
+                        "full": {"random", "consistency", "top1_missing", "regret", "learned", "oracle"}}
     for point in curve:
         assert 0 <= point["test"]["ndcg@10"] <= point["test"]["hit@10"] <= 1
-    by = {(p["policy"], p["rho"]): p for p in curve}
-    # rho = 0 is never-request and rho = 1 always-request, whatever the policy
-    for policy in ("consistency", "top1_missing", "regret", "learned"):
-        assert by[(policy, 0.0)]["test"] == by[("oracle", 0.0)]["test"] == by[("random", 0.0)]["test"]
-        assert by[(policy, 1.0)]["test"] == by[("random", 1.0)]["test"]
-        assert by[(policy, 1.0)]["realized"] == 1.0
-    tests = out["policy_tests"]  # learned vs random and consistency at every ratio strictly inside (0, 1)
-    assert [(t["rho"], t["versus"]) for t in tests] == [(r, v) for r in (0.1, 0.5)
-                                                       for v in ("random", "consistency", "top1_missing", "regret")]
+    by = {(p["device_catalogue"], p["policy"], p["rho"]): p for p in curve}
+    for mode, names in policies.items():  # rho = 0 is never-request and rho = 1 always-request, whatever the policy
+        for policy in names - {"oracle"}:
+            assert by[(mode, policy, 0.0)]["test"] == by[(mode, "random", 0.0)]["test"]
+            assert by[(mode, policy, 1.0)]["test"] == by[(mode, "random", 1.0)]["test"]
+            assert by[(mode, policy, 1.0)]["realized"] == 1.0
+    tests = out["policy_tests"]  # learned vs random and every rule of the mode at every ratio inside (0, 1)
+    assert [(t["device_catalogue"], t["rho"], t["versus"]) for t in tests] == [
+        (mode, r, v) for mode in ("candidates", "full") for r in (0.1, 0.5)
+        for v in sorted(policies[mode] - {"learned", "oracle"}, key=["random", "consistency", "top1_missing",
+                                                                     "regret"].index)]
     for test in tests:
-        mean_gap = by[("learned", test["rho"])]["test"]["ndcg@10"] - by[(test["versus"], test["rho"])]["test"]["ndcg@10"]
-        assert test["mean_diff"] == pytest.approx(mean_gap, abs=1e-5)
+        mode, rho = test["device_catalogue"], test["rho"]
+        gap = by[(mode, "learned", rho)]["test"]["ndcg@10"] - by[(mode, test["versus"], rho)]["test"]["ndcg@10"]
+        assert test["mean_diff"] == pytest.approx(gap, abs=1e-5)
     printed = capsys.readouterr().out  # the console shows the rows and the curves as markdown
-    assert "| LSC4Rec | lsc4rec |" in printed and "| top1_missing |" in printed
-    info = out["runs"][0]  # the learned policy's penalty was picked by cross-validation from its grid
-    assert info["learned_policy_l2"] in L2_GRID and len(info["learned_policy_cv"]) == len(L2_GRID)
+    assert "| LSC4Rec (full) | lsc4rec |" in printed and "| top1_missing (full) |" in printed
+    modes = out["runs"][0]["modes"]
+    assert [info["device_catalogue"] for info in modes] == ["candidates", "full"]
+    assert all(info["learned_policy_fit_users"] == 30 + 60 for info in modes)  # valid + 2 fresh-window samples a user
     cost = out["cost"]
     assert cost["llm_parameters"] > 0 and cost["srm_parameters"] > 0 and cost["bytes_per_request"] > 0
 
@@ -71,11 +79,11 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch, caps
 def test_each_ablation_switch_removes_its_stage(small_config, switch, stage):
     out = run(small_config, **{switch: False})
     stages = out["runs"][0]["stages"]
-    assert stage not in stages
+    assert not any(name.startswith(stage) for name in stages)
     names = [row["name"] for row in out["rows"] if row["role"] == "ablation"]
     if switch == "coop_train":
-        assert "train/stale" not in out["cost"]["cloud_calls"]["llm_candidate_passes"]
-        assert names == ["LSC4Rec w/o re-training"]
+        assert "llm_train/stale" not in out["cost"]["cloud_calls"]["llm_candidate_passes"]
+        assert names == ["LSC4Rec (candidates) w/o re-training", "LSC4Rec (full) w/o re-training"]
     else:
         assert names == []
 

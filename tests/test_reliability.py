@@ -41,7 +41,7 @@ TINY_LSC = {
     "llm_batch_size": 64, "candidate_num": 10, "coop_epochs": 1, "retrain_epochs": 1, "epochs": 1,
     "hidden_size": 16, "inner_size": 32, "topk": [5, 10], "request_curve_ratios": [0.0, 1.0],
     "train_batch_size": 256, "eval_batch_size": 256, "use_gpu": False, "state": "ERROR", "show_progress": False,
-    "trained_llm_cache": None,
+    "trained_llm_cache": None, "device_catalogue": ["candidates"],  # the synthetic catalogue is < 2 x candidate_num
 }
 # more than 50 test users: scipy's Wilcoxon test switches from an exact permutation test
 # (seconds per call) to its normal approximation, so a whole LSC4Rec run takes under a second
@@ -157,9 +157,17 @@ def test_keys_of_other_models_and_datasets_are_not_misspellings(tiny_config):
          "2 of 14 users have fewer than 4 interactions (each needs a train, a valid and a test target); "
          "drop them with user_inter_num_interval: '[4,inf)'"),
         ((2, 3, 3), [], "filtering left no interactions of its 3 users (user_inter_num_interval: [4,inf)"),
+        ((8,) * 12, ["--device_catalogue=full"],
+         "device_catalogue 'full' adds the device's own top-C to the cloud's C candidates, but the catalogue has only "
+         "15 items; set candidate_num to at most 7 or device_catalogue: candidates"),
+        ((8,) * 12, ["--request_policy=regret"],
+         "request_policy 'regret' reads the SRM's scores of the whole item table, which a device with "
+         "device_catalogue 'candidates' does not hold"),
+        ((8,) * 12, ["--device_catalogue=[candidates,somewhere]"], "config key 'device_catalogue' must be one or more"),
     ],
     ids=["candidates-over-catalogue", "candidates-over-masked-catalogue", "cloud-lag-too-large",
-         "users-too-short", "every-user-too-short"],
+         "users-too-short", "every-user-too-short", "full-catalogue-too-small", "catalogue-policy-without-table",
+         "unknown-device-catalogue"],
 )
 def test_data_errors_are_one_line_before_training(capsys, tmp_path, monkeypatch, lengths, args, message):
     trained = []

@@ -1,9 +1,9 @@
 """Device-side request features of a stale candidate list (docs/method.md, "Request").
 
 Each feature is a named column computed from what the device holds. ``LIST_FEATURES`` need
-only the list (the cloud's and the SRM's scores of its candidates, the fresh history);
-``CATALOGUE_FEATURES`` read the SRM's softmax over the whole item table, so they exist only
-when the device holds that table.
+only the list the cloud sent (the cloud's and the SRM's scores of its candidates, the fresh
+history); ``CATALOGUE_FEATURES`` read the SRM's softmax over the whole item table, so they
+exist only when the device holds that table (``device_catalogue: full``).
 """
 
 import numpy as np
@@ -11,6 +11,8 @@ import torch
 
 from recbole_lsc.device.fusion import ranks
 
+# what the device holds: only the items it was sent (and its history), or the whole item table
+DEVICE_CATALOGUES = ("candidates", "full")
 LIST_FEATURES = (
     "rank_displacement", "spearman", "top10_overlap", "srm_max_prob", "srm_entropy", "llm_max_prob",
     "newest_in_list", "log_history_len",
@@ -19,12 +21,12 @@ CATALOGUE_FEATURES = (
     "srm_mass_in_list", "srm_top1_in_list", "expected_metric_list", "expected_metric_own", "expected_regret",
     "own_topk_mass_missing", "best_in_list_gap",
 )
-# the column order of feature matrices (and of the learned policy's weights)
-FEATURE_NAMES = (
-    "rank_displacement", "spearman", "top10_overlap", "srm_max_prob", "srm_entropy",
-    "llm_max_prob", "srm_mass_in_list", "srm_top1_in_list", "newest_in_list", "log_history_len",
-    "expected_metric_list", "expected_metric_own", "expected_regret", "own_topk_mass_missing", "best_in_list_gap",
-)
+FEATURE_NAMES = LIST_FEATURES + CATALOGUE_FEATURES
+
+
+def feature_names(catalogue):
+    """The features a device computes: with the item table (``catalogue``) or from its lists alone."""
+    return FEATURE_NAMES if catalogue else LIST_FEATURES
 
 
 def rank_displacement(srm_scores):
@@ -70,24 +72,25 @@ def list_features(llm_scores, srm_scores, candidate_ids, newest_items, history_l
     }
 
 
-def catalogue_features(catalogue_scores, candidate_ids, shown_order, metric_by_rank):
+def catalogue_features(catalogue_scores, received_ids, shown_ids, metric_by_rank):
     """The ``CATALOGUE_FEATURES`` columns, from the SRM's softmax over the whole item table.
 
-    That softmax is the device's belief about the next item: ``expected_regret`` is the metric
-    the device expects to lose by showing the stale list (in ``shown_order``) instead of its own
-    top-C, i.e. what a fresh list could win back.
+    ``received_ids`` is the cloud's stale list, ``shown_ids`` the ranked list the user is shown.
+    The softmax is the device's belief about the next item: ``expected_regret`` is the metric
+    the device expects to lose by showing ``shown_ids`` instead of its own top-C, i.e. what a
+    fresh list could win back.
     """
-    count = candidate_ids.size(1)
+    count = received_ids.size(1)
     catalogue = catalogue_scores.double().clone()
     catalogue[:, 0] = -torch.inf  # padding is not an item
     full_prob = torch.softmax(catalogue, dim=1)
-    list_prob = full_prob.gather(1, candidate_ids)
+    list_prob = full_prob.gather(1, received_ids)
     metric_by_rank = torch.as_tensor(metric_by_rank, dtype=torch.float64)
-    expected_list = expected_metric(full_prob, candidate_ids.gather(1, shown_order), metric_by_rank)
+    expected_list = expected_metric(full_prob, shown_ids[:, :count], metric_by_rank)
     own_ids = full_prob.topk(min(count, full_prob.size(1) - 1), dim=1).indices
     expected_own = expected_metric(full_prob, own_ids, metric_by_rank)
     own_top = own_ids[:, : min(10, count)]
-    own_missing = ~(own_top.unsqueeze(2) == candidate_ids.unsqueeze(1)).any(2)
+    own_missing = ~(own_top.unsqueeze(2) == received_ids.unsqueeze(1)).any(2)
     return {
         "srm_mass_in_list": list_prob.sum(1),
         "srm_top1_in_list": (~own_missing[:, 0]).double(),  # the device's own top-1 is in the list
@@ -99,6 +102,11 @@ def catalogue_features(catalogue_scores, candidate_ids, shown_order, metric_by_r
     }
 
 
-def feature_matrix(columns, names=FEATURE_NAMES):
+def feature_columns(columns):
+    """Named columns as float64 numpy arrays (what policies read)."""
+    return {name: column.cpu().numpy().astype(np.float64) for name, column in columns.items()}
+
+
+def feature_matrix(columns, names):
     """``[N, len(names)]`` float64 matrix of named ``columns``, in the order of ``names``."""
-    return np.column_stack([columns[name].cpu().numpy() for name in names])
+    return np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in names])

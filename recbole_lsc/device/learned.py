@@ -1,12 +1,23 @@
-"""The learned request policy: ridge regression from device-side features to the gain of a
-fresh list, fit on validation users only (docs/method.md, "Request")."""
+"""The learned request policy (docs/method.md, "Request").
+
+Labels are sparse and noisy (one target per simulated request), so the policy is chosen, not
+just fit: repeated k-fold cross-validation on the fitting users compares ridge regressions of
+the gain on every feature (shrunk towards zero or towards one rule's feature, for every
+penalty of ``L2_GRID``), every rule alone, and random. The candidate whose held-out top
+shares capture the most gain at ``ratios`` is refit on all users; on a tie the simpler one
+wins (random, then a rule, then ridge with the stronger penalty). So the policy falls back to
+the best validated rule, or to random, when nothing beats it.
+"""
 
 import numpy as np
 from sklearn.model_selection import RepeatedKFold
 
-from recbole_lsc.device.policies import top_share
+from recbole_lsc.device.features import feature_matrix
+from recbole_lsc.device.policies import rule_score, top_share
 
 L2_GRID = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
+# the feature a ridge fit may be shrunk towards, per rule
+PRIOR_FEATURE = {"consistency": "rank_displacement", "top1_missing": "srm_top1_in_list", "regret": "expected_regret"}
 
 
 def captured_gain(priority, gains, ratios):
@@ -14,70 +25,101 @@ def captured_gain(priority, gains, ratios):
     return float(np.mean([gains[top_share(priority, ratio)].sum() / len(gains) for ratio in ratios]))
 
 
-class LearnedRequestPolicy:
-    """Ridge regression from device-side features to the gain of a fresh list.
+def random_gain(gains, ratios):
+    """The gain per user that random requests capture on average at ``ratios``."""
+    return float(np.mean([round(ratio * len(gains)) / len(gains) * gains.mean() for ratio in ratios]))
 
-    Fit on validation users (simulated requests, labels from the validation target); it
-    never sees a test label. ``predict`` gives the expected gain used as request priority.
-    Gains are sparse and noisy (one target per user), so the weights are shrunk towards a
-    prior: the one-feature fit on column ``prior_feature`` (the expected regret: a strong
-    penalty gives back that rule) or, without one, towards zero. With ``l2=None`` the penalty
-    is chosen from ``L2_GRID`` by repeated k-fold cross-validation on those same validation
-    users, scored by the gain the held-out users' top shares would capture at ``ratios``.
+
+class Ridge:
+    """Ridge regression on standardised features, shrunk towards ``prior`` weights."""
+
+    def __init__(self, features, gains, prior_column=None):
+        self.mean, self.scale = features.mean(0), features.std(0) + 1e-9
+        design = self.design(features)
+        self.prior = np.zeros(design.shape[1])
+        if prior_column is not None:  # slope of the gain on the standardised prior feature alone
+            column = design[:, 1 + prior_column]
+            self.prior[1 + prior_column] = column @ (gains - gains.mean()) / max(column @ column, 1e-12)
+        self.gram, self.moment = design.T @ design, design.T @ gains
+
+    def design(self, features):
+        """An intercept column and the standardised features."""
+        return np.c_[np.ones(len(features)), (features - self.mean) / self.scale]
+
+    def weights(self, l2):
+        penalty = l2 * np.eye(len(self.gram))
+        penalty[0, 0] = 0.0  # the intercept is not shrunk
+        return np.linalg.solve(self.gram + penalty, self.moment + penalty @ self.prior)
+
+
+class LearnedRequestPolicy:
+    """A request priority learned from ``names`` feature columns (see the module docstring).
+
+    Args:
+        names: the feature columns it reads (what the device holds).
+        rules: rule policies it may fall back to or shrink towards (their features among ``names``).
+        l2: a fixed ridge penalty (no selection: ridge without prior); None selects by cross-validation.
     """
 
-    def __init__(self, l2=None, prior_feature=None, ratios=(0.05, 0.1, 0.2), folds=5, repeats=4, seed=0):
-        self.l2, self.prior_feature = l2, prior_feature
+    def __init__(self, names, rules=(), l2=None, ratios=(0.05, 0.1, 0.2), folds=5, repeats=4, seed=0):
+        self.names, self.rules, self.l2 = tuple(names), tuple(rules), l2
         self.ratios, self.folds, self.repeats, self.seed = ratios, folds, repeats, seed
-        self.mean = self.scale = self.weights = None
-        self.cv_scores = {}
+        self.choice, self.cv_scores, self.weights, self._ridge = None, {}, None, None
 
-    @staticmethod
-    def _design(features, mean, scale):
-        """An intercept column and the standardised features."""
-        return np.c_[np.ones(len(features)), (np.asarray(features, dtype=np.float64) - mean) / scale]
+    def _priors(self):
+        return {"none": None, **{rule: self.names.index(PRIOR_FEATURE[rule]) for rule in self.rules}}
 
-    def _normal_equations(self, features, gains):
-        """Standardisation, ``X'X``, ``X'y`` and the prior weights: all a penalty needs."""
-        mean, scale = features.mean(0), features.std(0) + 1e-9
-        design = self._design(features, mean, scale)
-        prior = np.zeros(design.shape[1])
-        if self.prior_feature is not None:  # slope of the gain on the standardised prior feature alone
-            column = design[:, 1 + self.prior_feature]
-            prior[1 + self.prior_feature] = column @ (gains - gains.mean()) / max(column @ column, 1e-12)
-        return mean, scale, design.T @ design, design.T @ gains, prior
-
-    @staticmethod
-    def _weights(gram, moment, prior, l2):
-        penalty = l2 * np.eye(len(gram))
-        penalty[0, 0] = 0.0  # the intercept is not shrunk
-        return np.linalg.solve(gram + penalty, moment + penalty @ prior)
-
-    def select_l2(self, features, gains):
+    def _held_out_scores(self, features, columns, gains):
+        """Cross-validated captured gain of every candidate: ``{candidate: score}``."""
         folds = RepeatedKFold(n_splits=self.folds, n_repeats=self.repeats, random_state=self.seed)
-        scores = {l2: [] for l2 in L2_GRID}
+        scores = {}
         for fit_rows, held_out in folds.split(features):
-            mean, scale, gram, moment, prior = self._normal_equations(features[fit_rows], gains[fit_rows])
-            design = self._design(features[held_out], mean, scale)
-            for l2 in L2_GRID:
-                priority = design @ self._weights(gram, moment, prior, l2)
-                scores[l2].append(captured_gain(priority, gains[held_out], self.ratios))
-        self.cv_scores = {l2: float(np.mean(values)) for l2, values in scores.items()}
-        best = max(self.cv_scores.values())
-        return max(l2 for l2, score in self.cv_scores.items() if score >= best - 1e-12)  # ties: the stronger penalty
+            kept = gains[held_out]
+            for prior, column in self._priors().items():
+                ridge = Ridge(features[fit_rows], gains[fit_rows], column)
+                design = ridge.design(features[held_out])
+                for l2 in L2_GRID:
+                    scores.setdefault(("ridge", prior, l2), []).append(
+                        captured_gain(design @ ridge.weights(l2), kept, self.ratios))
+            for rule in self.rules:
+                scores.setdefault(("rule", rule, None), []).append(
+                    captured_gain(rule_score(rule, {n: c[held_out] for n, c in columns.items()}), kept, self.ratios))
+            scores.setdefault(("random", None, None), []).append(random_gain(kept, self.ratios))
+        return {candidate: float(np.mean(values)) for candidate, values in scores.items()}
 
-    def fit(self, features, gains):
-        features = np.asarray(features, dtype=np.float64)
+    def fit(self, columns, gains):
+        """Choose and fit on named ``columns`` (arrays over users) and each user's gain."""
+        features = feature_matrix(columns, self.names)
         gains = np.asarray(gains, dtype=np.float64)
-        if self.l2 is None:
-            self.l2 = self.select_l2(features, gains) if len(gains) >= 2 * self.folds else L2_GRID[-1]
-        self.mean, self.scale, gram, moment, prior = self._normal_equations(features, gains)
-        self.weights = self._weights(gram, moment, prior, self.l2)
+        if self.l2 is not None:
+            self.choice = ("ridge", "none", self.l2)
+        elif len(gains) < 2 * self.folds:
+            self.choice = ("ridge", "none", L2_GRID[-1])
+        else:
+            scored = self._held_out_scores(features, columns, gains)
+            self.cv_scores = {"/".join(str(part) for part in key if part is not None): value
+                              for key, value in scored.items()}
+            best = max(scored.values())
+            simplest = {"random": 0, "rule": 1, "ridge": 2}
+            self.choice = min((key for key, value in scored.items() if value >= best - 1e-12),
+                              key=lambda key: (simplest[key[0]], -(key[2] or 0)))
+        kind, prior, l2 = self.choice
+        if kind == "ridge":
+            self._ridge = Ridge(features, gains, self._priors()[prior])
+            self.weights = self._ridge.weights(l2)
         return self
 
-    def predict(self, features):
-        if self.weights is None:
+    @property
+    def description(self):
+        """``ridge/<prior>/<l2>``, ``rule/<rule>`` or ``random``: what was chosen."""
+        return "/".join(str(part) for part in self.choice if part is not None)
+
+    def predict(self, columns):
+        if self.choice is None:
             raise RuntimeError("LearnedRequestPolicy.predict called before fit")
-        return self._design(features, self.mean, self.scale) @ self.weights
-
-
+        kind, rule, _ = self.choice
+        if kind == "ridge":
+            return self._ridge.design(feature_matrix(columns, self.names)) @ self.weights
+        if kind == "rule":
+            return rule_score(rule, columns)
+        return np.zeros(len(next(iter(columns.values()))))  # random: the caller's jitter decides

@@ -1,7 +1,7 @@
 """Which users ask the cloud for a fresh candidate list (docs/method.md, "Request").
 
 Within a budget of ``request_ratio`` (rho) requests per user, every policy turns device-side
-features (:mod:`recbole_lsc.device.features`) into a priority per user; the users above a
+features (:mod:`recbole_lsc.device.features`, named columns) into a priority per user; the users above a
 threshold request. The threshold is calibrated on validation so that a share rho of the
 validation users would request, then applied unchanged to test (the realised test ratio is
 reported next to rho). The oracle ranks by the true gain: a labelled ceiling, not a policy.
@@ -9,9 +9,13 @@ reported next to rho). The oracle ranks by the true gain: a labelled ceiling, no
 
 import numpy as np
 
-from recbole_lsc.device.features import FEATURE_NAMES
-
 REQUEST_POLICIES = ("never", "always", "random", "consistency", "top1_missing", "regret", "learned")
+# the rule policies and the feature columns each reads
+RULE_FEATURES = {
+    "consistency": ("rank_displacement",),  # the paper's rule
+    "top1_missing": ("srm_top1_in_list", "srm_mass_in_list"),
+    "regret": ("expected_regret",),
+}
 
 
 def top_share(priority, ratio):
@@ -34,25 +38,36 @@ def calibrate_threshold(valid_priority, ratio):
     return ordered[max(int(round(ratio * len(ordered))) - 1, 0)]
 
 
-def policy_priority(policy, features, rng, learned=None):
+def available_rules(names):
+    """The rule policies whose features are among the columns ``names``."""
+    return tuple(rule for rule, needs in RULE_FEATURES.items() if set(needs) <= set(names))
+
+
+def rule_score(rule, columns):
+    """A rule's request priority per user (higher = request first), without tie-breaking."""
+    if rule == "consistency":  # the paper's inconsistency of the two models on the list
+        return columns["rank_displacement"]
+    if rule == "top1_missing":  # the device's own favourite is not in the stale list, then least mass in it
+        return (1.0 - columns["srm_top1_in_list"]) - 1e-3 * columns["srm_mass_in_list"]
+    if rule == "regret":  # the metric the device expects the stale list to lose against its own top-C
+        return columns["expected_regret"]
+    raise ValueError(f"'{rule}' is not a rule policy; rules: {', '.join(RULE_FEATURES)}")
+
+
+def policy_priority(policy, columns, rng, learned=None):
     """Request priority per user (higher = request first) of a thresholded policy.
 
     A tiny seeded jitter breaks ties (rank displacement takes few distinct values), so a
     threshold never lets a block of tied users overshoot the budget.
     """
-    count = len(features)
+    count = len(next(iter(columns.values())))
     if policy == "random":
         return rng.random(count)
-    if policy == "consistency":
-        base = features[:, FEATURE_NAMES.index("rank_displacement")]
-    elif policy == "top1_missing":  # a rule: the device's own favourite is not in the stale list
-        missing = 1.0 - features[:, FEATURE_NAMES.index("srm_top1_in_list")]
-        base = missing - 1e-3 * features[:, FEATURE_NAMES.index("srm_mass_in_list")]  # then: least mass in the list
-    elif policy == "regret":  # a rule: the metric the device expects the stale list to lose against its own top-C
-        base = features[:, FEATURE_NAMES.index("expected_regret")]
-    elif policy == "learned":
-        base = learned.predict(features)
+    if policy == "learned":
+        base = learned.predict(columns)
+    elif policy in RULE_FEATURES:
+        base = rule_score(policy, columns)
     else:
-        raise ValueError(f"policy '{policy}' has no priority; thresholded policies: random, consistency, top1_missing, "
-                         "regret, learned")
+        raise ValueError(f"policy '{policy}' has no priority; thresholded policies: random, "
+                         f"{', '.join(RULE_FEATURES)}, learned")
     return base + 1e-9 * rng.random(count)

@@ -78,6 +78,13 @@ class DeviceSRM(nn.Module):
         """The SRM's own RecBole loss, after its own batch transform (re-training)."""
         return self.model.calculate_loss(self._transform(interaction))
 
+    def list_loss(self, interaction, candidates):
+        """CE of the target against a candidate list, from candidate-only scores: the loss a
+        device that holds only the items it was sent (and its history, hence the target) can train."""
+        target = interaction[self.fields["item"]]
+        scores = self.candidate_scores(interaction, torch.cat([target.unsqueeze(1), candidates.item_ids], dim=1))
+        return _target_against_list(scores[:, 0], scores[:, 1:], candidates.item_ids, target)
+
     def cooperative_loss(self, interaction, candidates, kind, weight):
         """Full-catalogue CE plus a term on the cloud's candidates, which are hard negatives.
 
@@ -96,11 +103,16 @@ class DeviceSRM(nn.Module):
         loss = F.cross_entropy(full, target)
         cand_scores = full.gather(1, candidates.item_ids)
         if kind == "mixed":
-            is_target = candidates.item_ids == target.unsqueeze(1)
-            cand_scores = cand_scores.masked_fill(is_target, -torch.inf)
-            logits = torch.cat([full.gather(1, target.unsqueeze(1)), cand_scores], dim=1)
-            restricted = F.cross_entropy(logits, torch.zeros_like(target))
+            restricted = _target_against_list(full.gather(1, target.unsqueeze(1)).squeeze(1), cand_scores,
+                                              candidates.item_ids, target)
         else:
             teacher = torch.softmax(candidates.scores, dim=1)
             restricted = F.kl_div(torch.log_softmax(cand_scores, dim=1), teacher, reduction="batchmean")
         return loss + weight * restricted
+
+
+def _target_against_list(target_scores, list_scores, list_ids, target):
+    """CE over {target} + the list's other items (a listed copy of the target is left out)."""
+    list_scores = list_scores.masked_fill(list_ids == target.unsqueeze(1), -torch.inf)
+    logits = torch.cat([target_scores.unsqueeze(1), list_scores], dim=1)
+    return F.cross_entropy(logits, torch.zeros_like(target))

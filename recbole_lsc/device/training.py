@@ -84,5 +84,15 @@ def cooperative_loss(candidates, config):
 
 
 def retraining_loss(srm, batch, index):
-    """Adaptive re-training's loss: the SRM's own RecBole loss on the fresh window."""
+    """Adaptive re-training's loss on a device that holds the item table: the SRM's own
+    RecBole loss on the fresh window."""
     return srm.loss(batch)
+
+
+def list_retraining_loss(candidates):
+    """Re-training's loss on a device that holds only its lists: each fresh-window target
+    against the cloud's stale list of that sample (``DeviceSRM.list_loss``)."""
+    def loss_of(srm, batch, index):
+        return srm.list_loss(batch, candidates.select(index).to(batch[srm.fields["item"]].device))
+
+    return loss_of

@@ -1,8 +1,13 @@
-"""Collaborative inference and request decisions for one device SRM state.
+"""Collaborative inference and request decisions for one device SRM state and one
+``device_catalogue`` setting (docs/method.md, "The boundary").
 
-Fusion weights, request thresholds and the learned policy are fit on validation users and
-applied unchanged to test users. The target ranks of every (phase, list age) are computed
-once here; rows, per-user vectors and request-curve points all derive from them.
+With ``candidates`` the device holds only the items it was sent: it scores the cloud's lists
+with candidate-only SRM scores and computes list features. With ``full`` it holds the item
+table: it fuses over the cloud's list plus its own top-C and may read catalogue features.
+Fusion weights, request thresholds and the learned policy are fit on validation users (and
+fresh-window simulated requests, when given) and applied unchanged to test users. Target ranks
+of every (phase, list age) are computed once; rows, per-user vectors and curve points derive
+from them.
 """
 
 from dataclasses import dataclass
@@ -10,42 +15,56 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recbole_lsc.device.features import FEATURE_NAMES, catalogue_features, feature_matrix, list_features
-from recbole_lsc.device.fusion import ALPHA_GRID, fuse
+from recbole_lsc.device.features import catalogue_features, feature_columns, feature_names, list_features
+from recbole_lsc.device.fusion import ALPHA_GRID, fuse, with_own_top
 from recbole_lsc.device.learned import LearnedRequestPolicy
-from recbole_lsc.device.policies import calibrate_threshold, policy_priority, top_share
+from recbole_lsc.device.policies import available_rules, calibrate_threshold, policy_priority, top_share
 from recbole_lsc.evaluation.metrics import mean_metrics, metric_by_rank, metric_values, per_user_metrics, summary
 from recbole_lsc.evaluation.ranks import list_ranks
 from recbole_lsc.results import result_row
 
-CURVE_POLICIES = ("random", "consistency", "top1_missing", "regret", "learned", "oracle")
 AGES = ("stale", "fresh")
 
 
 @dataclass
 class PhaseLists:
-    """What the device holds for one phase's users: both candidate lists, scored by the SRM."""
+    """What the device holds for one phase's users: both lists as received, scored by its SRM,
+    and (``device_catalogue: full``) its scores of the whole item table."""
 
     targets: torch.Tensor
     stale: object  # CandidateList
     fresh: object  # CandidateList
     stale_srm: torch.Tensor
     fresh_srm: torch.Tensor
-    catalogue: torch.Tensor  # the SRM's scores of the whole item table
+    catalogue: object  # [N, n_items] tensor, or None when the device holds only its lists
     newest: torch.Tensor  # the interactions the cloud has not seen (0 = none)
     history_len: torch.Tensor
 
 
-def phase_lists(srm, lists, protocol, phase, config):
+def phase_lists(srm, lists, protocol, phase, config, device_catalogue):
     """The phase's stale and fresh lists (from ``lists``) scored by ``srm`` with fresh histories."""
     samples = protocol.samples(phase)
     stale, fresh = lists.get(phase, "stale"), lists.get(phase, "fresh")
     interaction = protocol.interaction(samples, "fresh", srm.max_len, srm.fields)
-    catalogue = srm.score_catalogue(interaction, config["eval_batch_size"], config["device"])
+    size, device = config["eval_batch_size"], config["device"]
+    if device_catalogue == "full":
+        catalogue = srm.score_catalogue(interaction, size, device)
+        stale_srm, fresh_srm = catalogue.gather(1, stale.item_ids), catalogue.gather(1, fresh.item_ids)
+    else:
+        catalogue = None
+        stale_srm, fresh_srm = (srm.score_lists(interaction, received.item_ids, size, device) for received in (stale, fresh))
     newest, _ = protocol.history(samples, "fresh", protocol.cloud_lag)
-    return PhaseLists(torch.from_numpy(protocol.targets(samples)), stale, fresh,
-                      catalogue.gather(1, stale.item_ids), catalogue.gather(1, fresh.item_ids), catalogue,
+    return PhaseLists(torch.from_numpy(protocol.targets(samples)), stale, fresh, stale_srm, fresh_srm, catalogue,
                       torch.from_numpy(newest), torch.from_numpy(samples.position))
+
+
+def candidate_set(lists, age):
+    """``(ids, llm_scores, srm_scores)`` the device fuses: the list it received or, when it holds
+    the item table, that list followed by its own top-C (:func:`~recbole_lsc.device.fusion.with_own_top`)."""
+    received, srm = getattr(lists, age), getattr(lists, f"{age}_srm")
+    if lists.catalogue is None:
+        return received.item_ids, received.scores, srm
+    return with_own_top(received.item_ids, received.scores, lists.catalogue)
 
 
 def tune_alpha(ids, llm, srm, targets, config):
@@ -56,44 +75,58 @@ def tune_alpha(ids, llm, srm, targets, config):
         list_ranks(ids, fuse(llm, srm, alpha, config["fusion_norm"]), targets), config).mean())
 
 
-def request_feature_matrix(lists, shown_scores, config):
-    """Device-side features ``[N, len(FEATURE_NAMES)]`` of the stale lists as shown (ordered by ``shown_scores``)."""
+def request_columns(lists, shown_ids, config):
+    """Named feature columns of the stale lists; ``shown_ids`` is the ranked list each user is shown."""
     stale = lists.stale
-    shown_order = torch.argsort(shown_scores, dim=1, descending=True, stable=True)
-    columns = {
-        **list_features(stale.scores, lists.stale_srm, stale.item_ids, lists.newest, lists.history_len),
-        **catalogue_features(lists.catalogue, stale.item_ids, shown_order, metric_by_rank(config, stale.size)),
-    }
-    return feature_matrix(columns, FEATURE_NAMES)
+    columns = list_features(stale.scores, lists.stale_srm, stale.item_ids, lists.newest, lists.history_len)
+    if lists.catalogue is not None:
+        columns.update(catalogue_features(lists.catalogue, stale.item_ids, shown_ids,
+                                          metric_by_rank(config, stale.size)))
+    return feature_columns(columns)
+
+
+class FusedPhase:
+    """One phase's fused lists: target ranks per list age, the gain of a fresh list, request features."""
+
+    def __init__(self, lists, alpha, config):
+        self.lists = lists
+        self.ranks, shown = {}, None
+        for age in AGES:
+            ids, llm, srm = candidate_set(lists, age)
+            fused = fuse(llm, srm, alpha[age], config["fusion_norm"])
+            self.ranks[age] = list_ranks(ids, fused, lists.targets)
+            if age == "stale":
+                shown = ids.gather(1, torch.argsort(fused, dim=1, descending=True, stable=True))
+        self.gain = metric_values(self.ranks["fresh"], config) - metric_values(self.ranks["stale"], config)
+        self.columns = request_columns(lists, shown, config)
 
 
 class Collaboration:
-    """Fusion and request decisions for one SRM state, tuned on validation, scored on test."""
+    """Fusion and request decisions for one SRM state, tuned on validation, scored on test.
 
-    def __init__(self, config, valid, test):
+    ``extra`` (optional) are more simulated requests for the learned policy's fit only (the
+    fresh-window samples, scored by an SRM that never trained on their targets).
+    """
+
+    def __init__(self, config, valid, test, extra=None):
         self.config = config
-        self.phases = {"valid": valid, "test": test}
-        self.alpha = {age: tune_alpha(getattr(valid, age).item_ids, getattr(valid, age).scores,
-                                      getattr(valid, f"{age}_srm"), valid.targets, config) for age in AGES}
-        self.fused = {phase: {age: fuse(getattr(lists, age).scores, getattr(lists, f"{age}_srm"), self.alpha[age],
-                                        config["fusion_norm"]) for age in AGES}
-                      for phase, lists in self.phases.items()}
-        self.ranks = {phase: {age: list_ranks(getattr(lists, age).item_ids, self.fused[phase][age], lists.targets)
-                              for age in AGES} for phase, lists in self.phases.items()}
-        self.gain = {phase: metric_values(ranks["fresh"], config) - metric_values(ranks["stale"], config)
-                     for phase, ranks in self.ranks.items()}
-        self.features = {phase: request_feature_matrix(lists, self.fused[phase]["stale"], config)
-                         for phase, lists in self.phases.items()}
-        self.learned = LearnedRequestPolicy(prior_feature=FEATURE_NAMES.index("expected_regret")).fit(
-            self.features["valid"], self.gain["valid"])
+        self.device_catalogue = "candidates" if valid.catalogue is None else "full"
+        self.alpha = {age: tune_alpha(*candidate_set(valid, age), valid.targets, config) for age in AGES}
+        self.phases = {phase: FusedPhase(lists, self.alpha, config) for phase, lists in (("valid", valid), ("test", test))}
+        self.ranks = {phase: fused.ranks for phase, fused in self.phases.items()}
+        self.gain = {phase: fused.gain for phase, fused in self.phases.items()}
+        names = feature_names(valid.catalogue is not None)
+        self.rules = available_rules(names)
+        fitting = [self.phases["valid"]] + ([FusedPhase(extra, self.alpha, config)] if extra is not None else [])
+        self.fit_size = sum(len(phase.gain) for phase in fitting)
+        self.learned = LearnedRequestPolicy(names, self.rules).fit(
+            {name: np.concatenate([phase.columns[name] for phase in fitting]) for name in names},
+            np.concatenate([phase.gain for phase in fitting]))
 
     @property
-    def alpha_stale(self):
-        return self.alpha["stale"]
-
-    @property
-    def alpha_fresh(self):
-        return self.alpha["fresh"]
+    def policies(self):
+        """The curve's policies this device can run, then the labelled oracle."""
+        return ("random", *self.rules, "learned", "oracle")
 
     def requests(self, policy, ratio, seed):
         """``{phase: mask}`` of requesting users for ``policy`` at ``ratio``."""
@@ -103,7 +136,8 @@ class Collaboration:
             everyone = policy == "always" or (policy != "never" and ratio == 1)
             return {phase: np.full(len(gain), everyone) for phase, gain in self.gain.items()}
         rng = np.random.default_rng(seed)
-        priority = {phase: policy_priority(policy, self.features[phase], rng, self.learned) for phase in ("valid", "test")}
+        priority = {phase: policy_priority(policy, self.phases[phase].columns, rng, self.learned)
+                    for phase in ("valid", "test")}
         tau = calibrate_threshold(priority["valid"], ratio)
         return {phase: values >= tau for phase, values in priority.items()}
 
@@ -117,19 +151,30 @@ class Collaboration:
         masks = self.requests(policy, ratio, seed)
         ranks = {phase: self.final_ranks(phase, mask) for phase, mask in masks.items()}
         row = result_row(name, role, summary(ranks["valid"], self.config), summary(ranks["test"], self.config))
-        row.update(policy=policy, rho=ratio, realized=round(float(masks["test"].mean()), 6),
-                   alpha_stale=self.alpha["stale"], alpha_fresh=self.alpha["fresh"])
+        row.update(device_catalogue=self.device_catalogue, policy=policy, rho=ratio,
+                   realized=round(float(masks["test"].mean()), 6), alpha_stale=self.alpha["stale"],
+                   alpha_fresh=self.alpha["fresh"])
         return row, metric_values(ranks["test"], self.config)
 
     def curve(self, ratios, seed):
         """Curve points, and each point's per-user test ``valid_metric`` keyed ``(policy, rho)``."""
         points, per_user = [], {}
         metrics, topk = self.config["metrics"], self.config["topk"]
-        for policy in CURVE_POLICIES:
+        for policy in self.policies:
             for ratio in ratios:
                 mask = self.requests(policy, ratio, seed)["test"]
                 ranks = self.final_ranks("test", mask)
-                points.append({"policy": policy, "rho": ratio, "realized": round(float(mask.mean()), 6),
+                points.append({"device_catalogue": self.device_catalogue, "policy": policy, "rho": ratio,
+                               "realized": round(float(mask.mean()), 6),
                                "test": mean_metrics(per_user_metrics(ranks, metrics, topk))})
                 per_user[(policy, ratio)] = metric_values(ranks, self.config)
         return points, per_user
+
+    def info(self):
+        """What was tuned and chosen, for results.json."""
+        learned = self.learned
+        return {"device_catalogue": self.device_catalogue, "alpha_stale": self.alpha["stale"],
+                "alpha_fresh": self.alpha["fresh"], "learned_policy": learned.description,
+                "learned_policy_fit_users": self.fit_size,
+                "learned_policy_weights": None if learned.weights is None else learned.weights.round(6).tolist(),
+                "learned_policy_cv": {key: round(value, 6) for key, value in learned.cv_scores.items()}}

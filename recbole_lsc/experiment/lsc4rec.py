@@ -1,17 +1,20 @@
 """One LSC4Rec run: every row of the comparison table, the request curves and the costs.
 
-Rows (``results.json`` roles): ``srm`` (the device model alone over the full catalogue,
-fresh history), ``llm_stale`` / ``llm_fresh`` (the LLM alone; fresh = a request for every
-user), ``srm_rerank`` (the device re-ranks the stale list, no fusion, no request),
-``lsc4rec`` (fusion + the configured request policy at ``request_ratio``) and ``ablation``
-rows (without cooperative training, without re-training). Everything tuned (alpha, request
-thresholds, the learned policy) is fit on validation; test is only scored.
+Rows (``results.json`` roles), each saying what the device held (``device_catalogue``):
+``srm`` (the device model ranks the whole item table with the fresh history; trained on every
+training target, as stock RecBole), ``llm_stale`` / ``llm_fresh`` (the cloud alone; fresh = a
+request for every user), ``srm_rerank`` (the device re-ranks the stale list it received, no
+fusion, no request), one ``lsc4rec`` row per ``device_catalogue`` setting (fusion + the
+configured request policy at ``request_ratio``) and its ``ablation`` rows (without cooperative
+training, without re-training). Everything tuned (alpha, request thresholds, the learned
+policy) is fit on validation; test is only scored.
 """
 
 import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
@@ -27,7 +30,7 @@ from recbole_lsc.experiment.lists import CloudLists
 from recbole_lsc.experiment.seeds import (
     SINGLE_MODELS, aggregate_curve, aggregate_rows, mean_per_user, model_tests, policy_tests, with_seed,
 )
-from recbole_lsc.experiment.stages import device_stages, train_independent_srm
+from recbole_lsc.experiment.stages import device_stages, train_reference_and_device_srm
 from recbole_lsc.lsc4rec import LSC4Rec
 from recbole_lsc.protocol import DeviceCloudProtocol
 from recbole_lsc.results import result_row
@@ -55,9 +58,18 @@ def load_data(config):
     return RunData(dataset, protocol, srm_config, train_data, valid_data)
 
 
-def collaboration(config, srm, lists, protocol):
-    """Fusion and requests of one SRM state over the valid and test users' lists."""
-    return Collaboration(config, *(phase_lists(srm, lists, protocol, phase, config) for phase in ("valid", "test")))
+def collaboration(config, srm, lists, protocol, device_catalogue, fresh_window_srm=None):
+    """Fusion and requests of one SRM state over the valid and test users' lists.
+
+    ``fresh_window_srm``, an SRM that never trained on the fresh window's targets, scores those
+    samples as more simulated requests for the learned policy (the SRM that did train on them
+    would be over-confident exactly there).
+    """
+    valid, test = (phase_lists(srm, lists, protocol, phase, config, device_catalogue) for phase in ("valid", "test"))
+    extra = None
+    if fresh_window_srm is not None and len(protocol.samples("retrain")):
+        extra = phase_lists(fresh_window_srm, lists, protocol, "retrain", config, device_catalogue)
+    return Collaboration(config, valid, test, extra)
 
 
 def srm_ranks(config, srm, protocol, phase):
@@ -68,31 +80,49 @@ def srm_ranks(config, srm, protocol, phase):
                            config["eval_batch_size"], srm.fields["item"])
 
 
-def single_model_rows(config, independent, llm_trainer, final):
-    """Rows ``srm``, ``llm_stale``, ``llm_fresh``, ``srm_rerank`` and their per-user test ranks."""
+def single_model_rows(config, reference, device_srm, llm_trainer, lists):
+    """Rows ``srm``, ``llm_stale``, ``llm_fresh``, ``srm_rerank`` and their per-user test values."""
     protocol = llm_trainer.protocol
-    ranks = {"srm": {phase: srm_ranks(config, independent, protocol, phase) for phase in ("valid", "test")}}
+    ranks = {"srm": {phase: srm_ranks(config, reference, protocol, phase) for phase in ("valid", "test")}}
     for view in ("stale", "fresh"):
         ranks[f"llm_{view}"] = {phase: llm_trainer.ranks(phase, view) for phase in ("valid", "test")}
-    ranks["srm_rerank"] = {phase: list_ranks(lists.stale.item_ids, lists.stale_srm, lists.targets)
-                           for phase, lists in final.phases.items()}
-    names = {"srm": config["srm"], "llm_stale": "LLMRec (stale)", "llm_fresh": "LLMRec (fresh)",
-             "srm_rerank": f"{config['srm']} re-rank"}
-    rows = [result_row(names[role], role, summary(ranks[role]["valid"], config), summary(ranks[role]["test"], config))
-            for role in ("srm", "llm_stale", "llm_fresh", "srm_rerank")]
+    ranks["srm_rerank"] = {}
+    for phase in ("valid", "test"):
+        stale = lists.get(phase, "stale")
+        interaction = protocol.interaction(protocol.samples(phase), "fresh", device_srm.max_len, device_srm.fields)
+        scores = device_srm.score_lists(interaction, stale.item_ids, config["eval_batch_size"], config["device"])
+        ranks["srm_rerank"][phase] = list_ranks(stale.item_ids, scores, torch.from_numpy(protocol.targets(
+            protocol.samples(phase))))
+    rows = [result_row(name, role, summary(ranks[role]["valid"], config), summary(ranks[role]["test"], config),
+                       device_catalogue=held)
+            for role, name, held in (("srm", config["srm"], "full"), ("llm_stale", "LLMRec (stale)", "cloud"),
+                                     ("llm_fresh", "LLMRec (fresh)", "cloud"),
+                                     ("srm_rerank", f"{config['srm']} re-rank", "candidates"))]
     return rows, {role: metric_values(phases["test"], config) for role, phases in ranks.items()}
 
 
-def ablation_rows(config, states, lists, protocol):
+def ablation_rows(config, states, lists, protocol, mode):
     """LSC4Rec without one stage, each from the SRM state that skipped it."""
     ablations = []
-    if states.retrained_only is not None:
-        ablations.append(("LSC4Rec w/o cooperative training", states.retrained_only))
+    if mode in states.retrained_only:
+        ablations.append((f"LSC4Rec ({mode}) w/o cooperative training", states.retrained_only[mode]))
     if config["retrain"]:
-        ablations.append(("LSC4Rec w/o re-training", states.cooperative))
-    return [collaboration(config, srm, lists, protocol).row(name, "ablation", config["request_policy"],
-                                                            config["request_ratio"], config["seed"])[0]
+        ablations.append((f"LSC4Rec ({mode}) w/o re-training", states.cooperative))
+    return [collaboration(config, srm, lists, protocol, mode).row(name, "ablation", config["request_policy"],
+                                                                  config["request_ratio"], config["seed"])[0]
             for name, srm in ablations]
+
+
+def mode_results(config, states, lists, protocol, mode):
+    """The ``lsc4rec`` row, ablations, curve and choices of one ``device_catalogue`` setting."""
+    fresh_window_srm = states.cooperative if config["srm_train_window"] == "cloud" else None
+    final = collaboration(config, states.final[mode], lists, protocol, mode, fresh_window_srm)
+    row, per_user = final.row(f"LSC4Rec ({mode})", "lsc4rec", config["request_policy"], config["request_ratio"],
+                              config["seed"])
+    curve, curve_per_user = final.curve(config["request_curve_ratios"], config["seed"])
+    return {"rows": [row, *ablation_rows(config, states, lists, protocol, mode)], "per_user": per_user,
+            "curve": curve, "curve_per_user": {(mode, *key): values for key, values in curve_per_user.items()},
+            "info": final.info()}
 
 
 def run_one_seed(config, saved):
@@ -102,27 +132,27 @@ def run_one_seed(config, saved):
     model = LSC4Rec(config, data.dataset, get_model(config["srm"]), data.srm_config).to(config["device"])
     llm_trainer, llm_log = train_or_load(config, model.llm, data.protocol, data.dataset)
     model.llm.requires_grad_(False)
-    srm_log = train_independent_srm(config, model.srm, data, saved)
+    reference, independent, srm_logs = train_reference_and_device_srm(config, model.srm, data, saved)
     cloud = InProcessCloud(model.llm, config["eval_batch_size"], config["device"], show_progress=config["show_progress"])
     lists = CloudLists(cloud, data.protocol, config)
-    states = device_stages(config, model.srm, lists, data.protocol)
-    final = collaboration(config, states.final, lists, data.protocol)
+    states = device_stages(config, independent, lists, data.protocol)
 
-    rows, per_user = single_model_rows(config, model.srm, llm_trainer, final)
-    main_row, per_user["lsc4rec"] = final.row("LSC4Rec", "lsc4rec", config["request_policy"],
-                                              config["request_ratio"], config["seed"])
-    rows += [main_row, *ablation_rows(config, states, lists, data.protocol)]
-    curve, curve_per_user = final.curve(config["request_curve_ratios"], config["seed"])
-    cost = measure_cost(config, cloud, states.final, data.protocol, final.phases["test"].stale.item_ids)
-    users = len(final.phases["test"].targets)
-    cost["cloud_calls"] = {"initial_lists": users, "requests": int(round(main_row["realized"] * users)),
-                           "llm_candidate_passes": dict(lists.passes)}
-    info = {"stages": {"llm": llm_log, "srm": srm_log, **states.logs},
-            "alpha_stale": final.alpha["stale"], "alpha_fresh": final.alpha["fresh"],
-            "learned_policy_weights": final.learned.weights.round(6).tolist(), "learned_policy_l2": final.learned.l2,
-            "learned_policy_cv": {str(l2): round(score, 6) for l2, score in final.learned.cv_scores.items()}}
-    return {"rows": rows, "per_user": per_user, "curve": curve, "curve_per_user": curve_per_user, "cost": cost,
-            "info": info}
+    rows, per_user = single_model_rows(config, reference, independent, llm_trainer, lists)
+    modes = {mode: mode_results(config, states, lists, data.protocol, mode) for mode in config["device_catalogue"]}
+    for mode, result in modes.items():
+        rows += result["rows"]
+        per_user[f"lsc4rec/{mode}"] = result["per_user"]
+    first = next(iter(modes))
+    final_srm = states.final[first]
+    cost = measure_cost(config, cloud, final_srm, data.protocol, lists.get("test", "stale").item_ids)
+    users = len(data.protocol.samples("test"))
+    cost["cloud_calls"] = {"initial_lists": users, "llm_candidate_passes": dict(lists.passes),
+                           "requests": {mode: int(round(result["rows"][0]["realized"] * users))
+                                        for mode, result in modes.items()}}
+    info = {"stages": {"llm": llm_log, **srm_logs, **states.logs}, "modes": [result["info"] for result in modes.values()]}
+    return {"rows": rows, "per_user": per_user, "curve": [p for result in modes.values() for p in result["curve"]],
+            "curve_per_user": {key: v for result in modes.values() for key, v in result["curve_per_user"].items()},
+            "cost": cost, "info": info, "modes": list(modes)}
 
 
 def check_config(config):
@@ -145,8 +175,9 @@ def run_lsc4rec(config, saved=True):
     key = config["valid_metric"].lower()
     for row in rows:
         if row["role"] == "lsc4rec":
-            row["paired_tests"] = {"metric": key, **model_tests(runs)}
-    per_user = {role: mean_per_user(runs, role) for role in ("lsc4rec", *SINGLE_MODELS)}
+            row["paired_tests"] = {"metric": key, **model_tests(runs, row["device_catalogue"])}
+    roles = [*(f"lsc4rec/{mode}" for mode in runs[0]["modes"]), *SINGLE_MODELS]
+    per_user = {role: mean_per_user(runs, role) for role in roles}
     extra = {
         "seeds": seeds,
         "request_curve": aggregate_curve(runs),

@@ -6,7 +6,6 @@ import numpy as np
 
 from recbole_lsc.evaluation.stats import mean_std, paired_test
 
-RULE_POLICIES = ("random", "consistency", "top1_missing", "regret")  # what the learned policy is tested against
 SINGLE_MODELS = ("srm", "srm_rerank", "llm_stale", "llm_fresh")
 
 
@@ -50,22 +49,26 @@ def mean_per_user(runs, role):
     return np.mean([run["per_user"][role] for run in runs], axis=0)
 
 
-def model_tests(runs):
-    """LSC4Rec against each single model: paired tests over test users."""
-    ours = mean_per_user(runs, "lsc4rec")
+def model_tests(runs, mode):
+    """LSC4Rec with ``device_catalogue`` = ``mode`` against each single model: paired tests over test users."""
+    ours = mean_per_user(runs, f"lsc4rec/{mode}")
     return {role: paired_test(ours, mean_per_user(runs, role)) for role in SINGLE_MODELS}
 
 
 def policy_tests(runs, ratios):
-    """The learned policy against every rule policy at every ratio in (0, 1): paired tests
-    over test users (per-user metric averaged over seeds)."""
+    """The learned policy against random and every rule policy the device can run, per
+    ``device_catalogue`` and ratio in (0, 1): paired tests over test users (per-user metric
+    averaged over seeds)."""
     tests = []
-    for ratio in ratios:
-        if ratio in (0, 1):
-            continue
-        mean = {policy: np.mean([run["curve_per_user"][(policy, ratio)] for run in runs], axis=0)
-                for policy in ("learned", *RULE_POLICIES)}
-        for other in RULE_POLICIES:
-            tests.append({"rho": ratio, "policy": "learned", "versus": other,
-                          **paired_test(mean["learned"], mean[other])})
+    curves = runs[0]["curve_per_user"]
+    for mode in dict.fromkeys(key[0] for key in curves):
+        others = [policy for policy in dict.fromkeys(key[1] for key in curves if key[0] == mode)
+                  if policy not in ("learned", "oracle")]
+        for ratio in ratios:
+            if ratio in (0, 1):
+                continue
+            mean = {policy: np.mean([run["curve_per_user"][(mode, policy, ratio)] for run in runs], axis=0)
+                    for policy in ("learned", *others)}
+            tests += [{"device_catalogue": mode, "rho": ratio, "policy": "learned", "versus": other,
+                       **paired_test(mean["learned"], mean[other])} for other in others]
     return tests

@@ -1,43 +1,83 @@
 """The training stages of one LSC4Rec run (docs/method.md, "Training").
 
-1. independent: the cloud LLM on the cloud's windows (:func:`~recbole_lsc.cloud.trainer.train_or_load`),
-   the device SRM with its own RecBole trainer on every training target (exactly the ``srm`` row);
-2. cooperative: the SRM fine-tuned with the cloud's candidates of each training sample
-   (stale history) as hard negatives; the lists are computed once and cached;
-3. adaptive re-training: the SRM fine-tuned on the freshest window the cloud never saw.
+1. independent, in the cloud: the LLM on the cloud's windows
+   (:func:`~recbole_lsc.cloud.trainer.train_or_load`) and the device SRM with its own RecBole
+   trainer on the targets the cloud has seen (``srm_train_window: cloud``; ``all`` trains on
+   every training target, as the ``srm`` reference row always does);
+2. cooperative, in the cloud: the SRM fine-tuned with the cloud's candidates of each of those
+   training samples (stale history) as hard negatives; the lists are computed once and cached;
+3. adaptive re-training, on the device: the SRM fine-tuned on the freshest window, which the
+   cloud has not seen, with what the device holds (``device_catalogue``): the SRM's own loss
+   over the item table (``full``) or each target against the sample's cloud list (``candidates``).
 
 Each stage returns a new SRM (or the one it was given, when validation did not improve), so
 every state stays available: the ablations are built from them, nothing is rewound.
 """
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from recbole.data.dataloader import TrainDataLoader
 from recbole.utils import get_tensorboard, init_seed
 
-from recbole_lsc.device.training import RerankValidation, cooperative_loss, fine_tune, retraining_loss
+from recbole_lsc.device.training import (
+    RerankValidation, cooperative_loss, fine_tune, list_retraining_loss, retraining_loss,
+)
 from recbole_lsc.experiment.srm import fit_recbole
 
 
 @dataclass
 class DeviceStates:
-    """The SRM after each stage; ``retrained_only`` skips the cooperative stage (an ablation)."""
+    """The SRM after each stage. ``final`` and ``retrained_only`` (re-training without the
+    cooperative stage, an ablation) hold one SRM per ``device_catalogue`` setting."""
 
     independent: object
     cooperative: object
-    final: object
-    retrained_only: object = None
+    final: dict
+    retrained_only: dict = field(default_factory=dict)
     logs: dict = field(default_factory=dict)
 
 
-def train_independent_srm(config, srm, data, saved):
-    """Stage 1 on the device side: RecBole's trainer on every training target; returns the stage's log."""
-    init_seed(config["seed"], config["reproducibility"])  # the same SRM whether the LLM was trained or loaded
+def cloud_window_loader(train_data, protocol):
+    """RecBole's training loader restricted to the samples whose target the cloud has seen.
+
+    RecBole's training samples of a user are its targets i_2..i_{n-2} in order; the cloud has
+    seen i_2..i_{n-2-g} (the protocol's ``llm_train`` phase).
+    """
+    dataset = train_data._dataset
+    users = dataset.inter_feat[dataset.uid_field].numpy()
+    order = np.argsort(users, kind="stable")
+    starts = np.r_[0, np.flatnonzero(users[order][1:] != users[order][:-1]) + 1]
+    rank = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
+    position = np.empty(len(users), dtype=np.int64)
+    position[order] = rank + 1  # 0-based position of the target in the user's sequence
+    seen = position <= protocol.lengths[users] - 3 - protocol.cloud_lag
+    subset = dataset.copy(dataset.inter_feat[torch.from_numpy(np.flatnonzero(seen))])
+    return TrainDataLoader(train_data.config, subset, train_data._sampler, shuffle=train_data.shuffle)
+
+
+def train_srm(config, srm, data, train_data, saved):
+    """RecBole's trainer on ``train_data`` (reseeded: the SRM does not depend on whether the LLM
+    was trained or loaded); returns the stage's log."""
+    init_seed(config["seed"], config["reproducibility"])
     start = time.time()
-    fit_recbole(data.srm_config, srm.model, data.train_data, data.valid_data, saved=saved)
-    return {"seconds": round(time.time() - start, 1)}
+    fit_recbole(data.srm_config, srm.model, train_data, data.valid_data, saved=saved)
+    return {"seconds": round(time.time() - start, 1), "samples": len(train_data._dataset)}
+
+
+def train_reference_and_device_srm(config, srm, data, saved):
+    """The ``srm`` reference (every training target) and the device's independent SRM (the
+    ``srm_train_window``), both from the same initial weights; returns ``(reference, device, logs)``."""
+    initial = copy.deepcopy(srm)
+    logs = {"srm": train_srm(config, srm, data, data.train_data, saved)}
+    if config["srm_train_window"] == "all":
+        return srm, srm, logs
+    logs["device_srm"] = train_srm(config, initial, data, cloud_window_loader(data.train_data, data.protocol), saved)
+    return srm, initial, logs
 
 
 def _fine_tuning_samples(protocol, phase, srm):
@@ -49,11 +89,10 @@ class FineTuningStages:
 
     def __init__(self, config, lists, protocol):
         self.config, self.lists, self.protocol = config, lists, protocol
-        self.valid_samples = protocol.samples("valid")
         self.tensorboard = get_tensorboard(logging.getLogger())
 
     def _validation(self, srm):
-        targets = torch.from_numpy(self.protocol.targets(self.valid_samples))
+        targets = torch.from_numpy(self.protocol.targets(self.protocol.samples("valid")))
         return RerankValidation(_fine_tuning_samples(self.protocol, "valid", srm), self.lists.get("valid", "stale"),
                                 targets, self.config)
 
@@ -66,24 +105,32 @@ class FineTuningStages:
 
     def cooperative(self, srm):
         """Stage 2: the cloud's candidates of each training sample are the SRM's hard negatives."""
-        return self._run(srm, "cooperative", "train", self.config["coop_epochs"], self.config["coop_learning_rate"],
-                         lambda: cooperative_loss(self.lists.get("train", "stale"), self.config))
+        phase = "llm_train" if self.config["srm_train_window"] == "cloud" else "train"
+        return self._run(srm, "cooperative", phase, self.config["coop_epochs"], self.config["coop_learning_rate"],
+                         lambda: cooperative_loss(self.lists.get(phase, "stale"), self.config))
 
-    def retraining(self, srm):
-        """Stage 3: the SRM's own loss on the fresh window the cloud has not seen."""
+    def retraining(self, srm, device_catalogue):
+        """Stage 3: the fresh window the cloud has not seen, with the loss the device can compute."""
+        if device_catalogue == "full":
+            loss_of = lambda: retraining_loss  # noqa: E731
+        else:
+            loss_of = lambda: list_retraining_loss(self.lists.get("retrain", "stale"))  # noqa: E731
         return self._run(srm, "retrain", "retrain", self.config["retrain_epochs"],
-                         self.config["retrain_learning_rate"], lambda: retraining_loss)
+                         self.config["retrain_learning_rate"], loss_of)
 
 
 def device_stages(config, independent, lists, protocol):
-    """Stages 2 and 3 from the independently trained SRM, as switched by ``coop_train`` and ``retrain``."""
+    """Stages 2 and 3 from the independently trained SRM, as switched by ``coop_train`` and
+    ``retrain``, re-training once per ``device_catalogue`` setting."""
     stages = FineTuningStages(config, lists, protocol)
-    states = DeviceStates(independent, independent, independent)
+    states = DeviceStates(independent, independent, {})
     if config["coop_train"]:
         states.cooperative, states.logs["cooperative"] = stages.cooperative(independent)
-    states.final = states.cooperative
-    if config["retrain"]:
-        states.final, states.logs["retrain"] = stages.retraining(states.cooperative)
-        if config["coop_train"]:
-            states.retrained_only, _ = stages.retraining(independent)
+    for mode in config["device_catalogue"]:
+        states.final[mode] = states.cooperative
+        if config["retrain"]:
+            states.final[mode], states.logs[f"retrain ({mode})"] = stages.retraining(states.cooperative, mode)
+    if config["retrain"] and config["coop_train"]:
+        for mode in config["device_catalogue"]:
+            states.retrained_only[mode], _ = stages.retraining(independent, mode)
     return states

@@ -5,7 +5,7 @@ Usage::
     recbole-lsc benchmark --srm SASRec GRU4Rec NARM --dataset ml-100k --seeds 3 \\
         [--config_files a.yaml] [--out leaderboard] [--workers N] [--ray_address ADDR] [--key=value ...]
 
-Writes ``<out>/leaderboard.{md,csv,json}``, ``<out>/curve_<dataset>_<srm>.png`` and
+Writes ``<out>/leaderboard.{md,csv,json}``, ``<out>/curve_<dataset>_<srm>_<device_catalogue>.png`` and
 ``<out>/bars_<dataset>.png`` (each file atomically), from every finished job of the plan.
 """
 
@@ -79,8 +79,13 @@ def write_leaderboard(out, runs, configs, metric, metrics, complete):
         plots.bar_chart(ours, metric, f"{dataset}: test {metric}", os.path.join(out, f"bars_{dataset}.png"))
         for srm in sorted({run["srm"] for run in runs if run["dataset"] == dataset}):
             payloads = [run["results"] for run in runs if run["dataset"] == dataset and run["srm"] == srm]
-            plots.request_curve_plot(payloads, metric, f"{dataset}, device {srm}: LSC4Rec request policies",
-                                     os.path.join(out, f"curve_{dataset}_{srm}.png"))
+            modes = dict.fromkeys(point.get("device_catalogue") for payload in payloads
+                                  for point in payload["request_curve"])
+            for mode in modes:
+                suffix = f"_{mode}" if mode else ""
+                plots.request_curve_plot(payloads, metric, f"{dataset}, device {srm} ({mode or 'all'}): LSC4Rec "
+                                         "request policies", os.path.join(out, f"curve_{dataset}_{srm}{suffix}.png"),
+                                         device_catalogue=mode)
     return rows
 
 

@@ -25,12 +25,14 @@ def _save(fig, path):
         plt.close(fig)
 
 
-def mean_curve(payloads):
-    """``{policy: (rhos, [the seeds' test dicts at each rho])}`` from several seeds' results."""
+def mean_curve(payloads, device_catalogue=None):
+    """``{policy: (rhos, [the seeds' test dicts at each rho])}`` from several seeds' results
+    (the points of one ``device_catalogue`` setting when given)."""
     points = {}
     for payload in payloads:
         for point in payload["request_curve"]:
-            points.setdefault((point["policy"], point["rho"]), []).append(point["test"])
+            if device_catalogue in (None, point.get("device_catalogue")):
+                points.setdefault((point["policy"], point["rho"]), []).append(point["test"])
     curves = {}
     for (policy, rho), tests in sorted(points.items()):
         curves.setdefault(policy, ([], []))
@@ -39,9 +41,9 @@ def mean_curve(payloads):
     return curves
 
 
-def request_curve_plot(payloads, metric, title, path):
+def request_curve_plot(payloads, metric, title, path, device_catalogue=None):
     """Metric vs request ratio for every policy; never/always and the SRM as horizontal lines."""
-    curves = mean_curve(payloads)
+    curves = mean_curve(payloads, device_catalogue)
     fig, ax = plt.subplots(figsize=(7.5, 4))
     for policy, (rhos, tests) in curves.items():
         values = np.array([[t[metric] for t in seed_tests] for seed_tests in tests])

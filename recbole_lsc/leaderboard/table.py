@@ -32,7 +32,8 @@ def aggregate(runs, metric):
         for row in payload["results"]:
             backbone = "-" if row["role"] in CLOUD_ROLES else run["srm"]
             key = (run["dataset"], method_name(row), backbone)
-            group = groups.setdefault(key, {"role": row["role"], "seeds": {}, "config_ids": set(), "runs": []})
+            group = groups.setdefault(key, {"role": row["role"], "device_catalogue": row.get("device_catalogue"),
+                                            "seeds": {}, "config_ids": set(), "runs": []})
             if run["seed"] in group["seeds"]:  # a cloud row seen through another backbone
                 continue
             group["seeds"][run["seed"]] = row["test"]
@@ -48,6 +49,7 @@ def aggregate(runs, metric):
         mean, std = mean_std([group["seeds"][seed] for seed in seeds])
         rows.append({
             "dataset": dataset, "method": method, "role": group["role"], "backbone": backbone,
+            "device_catalogue": group["device_catalogue"],
             "seeds": seeds, "test": mean, "test_std": std,
             "config_id": sorted(group["config_ids"]), "runs": group["runs"],
         })
@@ -61,14 +63,17 @@ def _attach_paired_tests(rows, per_user):
         if row["role"] != "lsc4rec" or (row["dataset"], row["backbone"]) not in per_user:
             continue
         seeds = per_user[(row["dataset"], row["backbone"])]
-        sizes = {len(s[role]) for s in seeds for role in ("lsc4rec", *SINGLE_ROLES)}
+        ours = f"lsc4rec/{row['device_catalogue']}"
+        if ours not in seeds[0]:
+            continue
+        sizes = {len(s[role]) for s in seeds for role in (ours, *SINGLE_ROLES)}
         if len(sizes) != 1:
             raise ValueError(f"{row['dataset']} / {row['backbone']}: the runs scored different numbers of test "
                              f"users {sorted(sizes)}; paired tests need the same users (same data and filters)")
-        mean = {role: np.mean([np.asarray(s[role]) for s in seeds], axis=0) for role in ("lsc4rec", *SINGLE_ROLES)}
+        mean = {role: np.mean([np.asarray(s[role]) for s in seeds], axis=0) for role in (ours, *SINGLE_ROLES)}
         row["paired_tests"] = {
             "metric": seeds[0]["metric"],
-            **{role: paired_test(mean["lsc4rec"], mean[role]) for role in SINGLE_ROLES},
+            **{role: paired_test(mean[ours], mean[role]) for role in SINGLE_ROLES},
         }
 
 
