@@ -101,20 +101,23 @@ def test_ablation_states_come_from_the_states_that_skipped_a_stage(monkeypatch, 
             calls.append(("cooperative", srm))
             return f"coop({srm})", {"kept": True}
 
-        def retraining(self, srm):
-            calls.append(("retrain", srm))
-            return f"retrain({srm})", {"kept": True}
+        def retraining(self, srm, mode):
+            calls.append(("retrain", srm, mode))
+            return f"retrain-{mode}({srm})", {"kept": True}
 
     monkeypatch.setattr(stages_module, "FineTuningStages", Stages)
-    states = stages_module.device_stages({"coop_train": coop, "retrain": retrain}, "srm", None, None)
+    modes = ["candidates", "full"]
+    config = {"coop_train": coop, "retrain": retrain, "device_catalogue": modes}
+    states = stages_module.device_stages(config, "srm", None, None)
     assert states.independent == "srm"
     assert states.cooperative == ("coop(srm)" if coop else "srm")
-    assert states.final == (f"retrain({states.cooperative})" if retrain else states.cooperative)
-    assert states.retrained_only == ("retrain(srm)" if coop and retrain else None)
-    assert set(states.logs) == {name for name, on in (("cooperative", coop), ("retrain", retrain)) if on}
+    for mode in modes:  # re-training happens on the device, once per what it holds
+        assert states.final[mode] == (f"retrain-{mode}({states.cooperative})" if retrain else states.cooperative)
+    assert states.retrained_only == ({mode: f"retrain-{mode}(srm)" for mode in modes} if coop and retrain else {})
     expected = [("cooperative", "srm")] if coop else []
     if retrain:
-        expected += [("retrain", states.cooperative)] + ([("retrain", "srm")] if coop else [])
+        expected += [("retrain", states.cooperative, mode) for mode in modes]
+        expected += [("retrain", "srm", mode) for mode in modes] if coop else []
     assert calls == expected
 
 
@@ -158,8 +161,9 @@ def _run(value, curve_value, per_user):
     return {"rows": [{"name": "a", "role": "lsc4rec", "valid": {"ndcg@10": value}, "test": {"ndcg@10": value},
                       "realized": value}],
             "curve": [{"policy": "random", "rho": 0.5, "realized": 0.5, "test": {"ndcg@10": curve_value}}],
-            "curve_per_user": {(policy, 0.5): np.array(per_user) + (0.1 if policy == "learned" else 0.0)
-                               for policy in ("learned", "random", "consistency", "top1_missing", "regret")}}
+            "curve_per_user": {("full", policy, rho): np.array(per_user) + (0.1 if policy == "learned" else 0.0)
+                               for policy in ("random", "consistency", "top1_missing", "regret", "learned", "oracle")
+                               for rho in (0.0, 0.5, 1.0)}}
 
 
 def test_seed_aggregation_by_hand():
@@ -170,8 +174,8 @@ def test_seed_aggregation_by_hand():
     assert point["test"] == {"ndcg@10": 0.3} and point["test_std"] == {"ndcg@10": 0.1}
     assert aggregate_rows(runs[:1]) is runs[0]["rows"]
     tests = policy_tests(runs, [0.0, 0.5, 1.0])  # only ratios strictly inside (0, 1)
-    assert [(t["rho"], t["versus"]) for t in tests] == [(0.5, v) for v in ("random", "consistency", "top1_missing",
-                                                                         "regret")]
+    assert [(t["device_catalogue"], t["rho"], t["versus"]) for t in tests] == [
+        ("full", 0.5, v) for v in ("random", "consistency", "top1_missing", "regret")]
     assert all(t["mean_diff"] == pytest.approx(0.1) for t in tests)
 
 
