@@ -1,0 +1,104 @@
+"""What the device holds: with ``device_catalogue: candidates`` nothing the device computes may
+depend on items outside its lists and its history; with ``full`` alpha = 0 is the SRM's own
+ranking. And the training windows: the device SRM's first training never sees a fresh-window
+target, re-training sees exactly those."""
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_lsc.cloud.source import InProcessCloud
+from recbole_lsc.experiment.lists import CloudLists
+from recbole_lsc.experiment.lsc4rec import collaboration, load_data, srm_ranks
+from recbole_lsc.experiment.stages import _fine_tuning_samples, cloud_window_loader
+from recbole_lsc.lsc4rec import LSC4Rec
+from recbole_lsc.quick_start import build_config
+from recbole_lsc.utils import get_model
+from tests.conftest import write_tiny_ml100k
+
+TINY = {"llm_hidden_size": 16, "llm_layers": 1, "llm_heads": 2, "llm_max_len": 8, "candidate_num": 20,
+        "request_curve_ratios": [0.0, 0.1, 0.3, 1.0]}
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("boundary")
+    write_tiny_ml100k(str(folder), n_users=40)
+    config = build_config("LSC4Rec", "mltiny", config_dict={
+        **TINY, "data_path": str(folder), "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "state": "ERROR", "show_progress": False, "use_gpu": False, "eval_batch_size": 256, "seed": 3,
+        "checkpoint_dir": str(folder / "saved")})
+    data = load_data(config)
+    model = LSC4Rec(config, data.dataset, get_model("SASRec"), data.srm_config).eval()
+    lists = CloudLists(InProcessCloud(model.llm, 64, "cpu"), data.protocol, config)
+    return config, data, model.srm, lists
+
+
+def held_items(srm, lists, protocol):
+    """Every item the device holds: its lists (valid, test, fresh window) and the histories it reads."""
+    held = set()
+    for phase in ("valid", "test", "retrain"):
+        for view in ("stale", "fresh"):
+            held |= set(lists.get(phase, view).item_ids.flatten().tolist())
+        item_seq, _ = protocol.history(protocol.samples(phase), "fresh", srm.max_len)
+        held |= set(item_seq.flatten().tolist())
+        held |= set(protocol.targets(protocol.samples(phase)).tolist()) if phase == "retrain" else set()
+    return held
+
+
+def outcome(config, srm, lists, protocol, mode):
+    collab = collaboration(config, srm, lists, protocol, mode, fresh_window_srm=srm)
+    rows = [collab.row("x", "lsc4rec", policy, 0.3, 1)[0] for policy in collab.policies]
+    return rows, collab.curve(config["request_curve_ratios"], 1)[0], collab.learned.cv_scores
+
+
+def perturbed(srm, items):
+    import copy
+
+    other = copy.deepcopy(srm)
+    with torch.no_grad():
+        index = torch.tensor(sorted(items))
+        other.model.item_embedding.weight[index] += 3.0 * torch.randn(len(index), other.model.item_embedding.weight.size(1))
+    return other
+
+
+def test_candidates_setting_ignores_every_item_the_device_does_not_hold(setting):
+    config, data, srm, lists = setting
+    outside = set(range(1, data.dataset.item_num)) - held_items(srm, lists, data.protocol)
+    assert len(outside) > 100  # the test perturbs something
+    changed = perturbed(srm, outside)
+    assert outcome(config, srm, lists, data.protocol, "candidates") == outcome(config, changed, lists, data.protocol,
+                                                                               "candidates")
+    # the same perturbation reaches a device that holds the item table: the test can fail
+    assert outcome(config, srm, lists, data.protocol, "full") != outcome(config, changed, lists, data.protocol, "full")
+
+
+def test_full_setting_at_alpha_zero_is_the_srms_own_ranking(setting):
+    config, data, srm, lists = setting
+    fixed = build_config("LSC4Rec", "mltiny", config_dict={**dict(config.external_config_dict), "fusion_alpha": 0.0})
+    collab = collaboration(fixed, srm, lists, data.protocol, "full")
+    size = config["candidate_num"]
+    reference = srm_ranks(config, srm, data.protocol, "test").clamp(max=size)  # within the top C
+    for age in ("stale", "fresh"):
+        assert torch.equal(collab.ranks["test"][age].clamp(max=size), reference)
+
+
+def test_device_training_windows(setting):
+    config, data, srm, _ = setting
+    protocol = data.protocol
+    loader = cloud_window_loader(data.train_data, protocol)
+    dataset = loader._dataset
+    users = dataset.inter_feat[dataset.uid_field].numpy()
+    targets = dataset.inter_feat[dataset.iid_field].numpy()
+    cloud_seen = protocol.samples("llm_train")
+    # the independent SRM trains on exactly the targets the cloud has seen, user by user
+    assert sorted(zip(users.tolist(), targets.tolist())) == sorted(zip(cloud_seen.user.tolist(),
+                                                                       protocol.targets(cloud_seen).tolist()))
+    fresh = protocol.samples("retrain")
+    n = protocol.lengths[fresh.user]
+    g = protocol.cloud_lag
+    assert np.all((fresh.position >= n - 2 - g) & (fresh.position <= n - 3)) and len(fresh) == 2 * 40
+    retraining = _fine_tuning_samples(protocol, "retrain", srm)
+    assert torch.equal(retraining[srm.fields["item"]], torch.from_numpy(protocol.targets(fresh)))
+    assert not set(zip(fresh.user.tolist(), fresh.position.tolist())) & set(
+        zip(cloud_seen.user.tolist(), cloud_seen.position.tolist()))
