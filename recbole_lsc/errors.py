@@ -19,3 +19,7 @@ class DatasetNotFoundError(LSCError):
 
 class CheckpointError(LSCError):
     """A checkpoint file is corrupt, truncated, or was not written by recbole-lsc."""
+
+
+class DatasetFormatError(LSCError):
+    """An atomic file that cannot be read: bad bytes, header, rows or missing columns."""

@@ -69,7 +69,7 @@ def test_priority_cmd_over_dict_over_file_over_plugin(tiny_config):
     assert config["epochs"] == 5
 
     config = LSCConfig("SASRec", "mltiny", config_dict=without_epochs)
-    assert config["epochs"] == 200  # recbole_lsc/properties/overall.yaml
+    assert config["epochs"] == 200  # properties/overall.yaml
     assert config["learning_rate"] == 0.002
 
 

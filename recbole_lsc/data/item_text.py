@@ -8,7 +8,8 @@ from recbole_lsc.errors import ConfigError
 
 
 def item_titles(dataset, field):
-    """``titles[item_id]`` for every item id ("" for padding and items without a title).
+    """``titles[item_id]`` for every item id ("" for padding and items without a title, or with
+    an empty or whitespace-only one; runs of white space are folded).
 
     Works for ``token`` fields (one string per item, e.g. ML-1M) and ``token_seq`` fields
     (RecBole splits them into word ids, e.g. ml-100k; they are joined back with spaces).
@@ -27,5 +28,6 @@ def item_titles(dataset, field):
         titles = [" ".join(vocab[np.asarray(row)[np.asarray(row) > 0]]) for row in values]
     else:
         titles = [vocab[int(value)] if value > 0 else "" for value in values]
+    titles = [" ".join(str(title).split()) for title in titles]  # whitespace-only counts as untitled
     titles[0] = ""
     return titles

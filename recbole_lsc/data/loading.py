@@ -8,8 +8,10 @@ write to ``saved/`` can swap, and unpickling it runs arbitrary code. ``install``
 both in ``recbole.data`` by versions that always rebuild from the atomic files and only warn
 that such a file is ignored. ``LSCConfig`` refuses the options that would write them.
 
-Sequential datasets are built as :class:`LSCSequentialDataset`, RecBole's class plus one log
-line per cleaning step that changed the data: duplicate (user, item) rows kept or dropped,
+Every dataset class reads its atomic files through
+:class:`~recbole_lsc.data.atomic.AtomicFileMixin` (quotes, line ends, byte-order marks, bad
+bytes and missing columns). Sequential datasets are built as :class:`LSCSequentialDataset`,
+RecBole's class plus one log line per cleaning step that changed the data: duplicate (user, item) rows kept or dropped,
 rows out of time order (RecBole sorts them; ties keep file order) and users or interactions
 removed by the filters.
 """
@@ -23,6 +25,7 @@ import recbole.data.utils as recbole_data_utils
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import ModelType
 
+from recbole_lsc.data.atomic import AtomicFileMixin
 from recbole_lsc.errors import ConfigError
 
 _TYPE_TO_CLASS = {
@@ -44,7 +47,7 @@ def _inter_stats(frame, uid, iid, time):
     return stats
 
 
-class LSCSequentialDataset(SequentialDataset):
+class LSCSequentialDataset(AtomicFileMixin, SequentialDataset):
     """RecBole's SequentialDataset that logs, with counts, what its data filtering changed."""
 
     def _data_filtering(self):
@@ -91,12 +94,20 @@ def _log_cleaning(config, name, before, after):
         )
 
 
+_READERS = {}
+
+
 def dataset_class(config):
-    """RecBole's choice of dataset class, with LSCSequentialDataset for plain sequential data."""
+    """RecBole's choice of dataset class, reading its files through AtomicFileMixin
+    (LSCSequentialDataset for plain sequential data)."""
     module = importlib.import_module("recbole.data.dataset")
     own = getattr(module, f"{config['model']}Dataset", None)
     cls = own or getattr(module, _TYPE_TO_CLASS[config["MODEL_TYPE"]])
-    return LSCSequentialDataset if cls is SequentialDataset else cls
+    if cls is SequentialDataset:
+        return LSCSequentialDataset
+    if cls not in _READERS:
+        _READERS[cls] = type(cls.__name__, (AtomicFileMixin, cls), {"__module__": __name__})
+    return _READERS[cls]
 
 
 def _ignore_pickle(path, what):

@@ -1,0 +1,1 @@
+"""The cloud: the LLM recommender, its backbones and training, candidate generation, the trained-LLM store."""
