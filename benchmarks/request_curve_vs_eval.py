@@ -4,12 +4,15 @@ With the LLM's candidate lists already cached (valid and test, stale and fresh, 
 ``CloudLists.get``; the fill is timed on its own), the curve evaluation is what the pipeline
 runs after training:
 
-* ``experiment.lsc4rec.collaboration(config, srm, lists, protocol)``: the SRM's scores of
+* ``experiment.lsc4rec.collaboration(config, srm, lists, protocol, setting)``: the SRM's scores of
   both lists, request features, alpha tuned on validation, per-user metrics, the learned
   policy's fit (a ``Collaboration``);
 * ``Collaboration.curve`` over ``request_curve_ratios`` (7 by default), timed for the policy
-  sets random + consistency, + learned, and the pipeline's own set (+ oracle), by narrowing
-  ``recbole_lsc.experiment.collaboration.CURVE_POLICIES`` for the call.
+  sets random + consistency, + learned, and the pipeline's own set (every policy the setting
+  can run, + oracle), by narrowing ``Collaboration.policies`` for the call.
+
+``--setting`` is the ``device_catalogue`` setting timed (default full: its catalogue features
+cost the most).
 
 Plain evaluation: one pass of the SRM's RecBole trainer ``evaluate`` over the test loader
 (full-catalogue ranking through RecBole's Evaluator: the ``srm`` row's test figures).
@@ -23,7 +26,6 @@ import contextlib
 import sys
 import time
 
-import recbole_lsc.experiment.collaboration as collaboration
 import recbole_lsc.experiment.lsc4rec as experiment
 from _common import (
     emit, environment, lsc4rec_setup, markdown, parse, parser, profile, profile_table, run, scratch_cwd,
@@ -34,25 +36,26 @@ GOAL = 2.0
 POLICY_SETS = {
     "random+consistency": ("random", "consistency"),
     "random+consistency+learned": ("random", "consistency", "learned"),
-    "pipeline": collaboration.CURVE_POLICIES,
+    "pipeline": None,  # the Collaboration's own
 }
 
 
 @contextlib.contextmanager
-def curve_policies(policies):
-    """``Collaboration.curve`` runs over ``policies`` only inside the block."""
-    saved = collaboration.CURVE_POLICIES
-    collaboration.CURVE_POLICIES = tuple(policies)
+def curve_policies(collab, policies):
+    """``collab.curve`` runs over ``policies`` (None: its own) only inside the block."""
+    saved = collab.policies
+    collab.policies = tuple(policies or saved)
     try:
         yield
     finally:
-        collaboration.CURVE_POLICIES = saved
+        collab.policies = saved
 
 
 def main(argv=None):
     """Time the list fill, plain RecBole evaluation, the Collaboration set-up and each curve."""
     p = parser(__doc__, profile_what="one Collaboration + pipeline curve")
     p.add_argument("--repeat", type=int, default=5, help="timed runs of each part (median; one warm-up first)")
+    p.add_argument("--setting", choices=("candidates", "full"), default="full", help="device_catalogue setting timed")
     args, overrides = parse(p, argv)
     wall = time.perf_counter()
     with scratch_cwd():
@@ -74,12 +77,12 @@ def main(argv=None):
                                  args.repeat, warmup=1)
 
         def collaborate():
-            return experiment.collaboration(config, srm, lists, protocol)
+            return experiment.collaboration(config, srm, lists, protocol, args.setting)
 
         setup_s, collab = timed(collaborate, device, args.repeat, warmup=1)
         curves, points = {}, {}
         for name, policies in POLICY_SETS.items():
-            with curve_policies(policies):
+            with curve_policies(collab, policies):
                 curves[name], (curve, _) = timed(lambda: collab.curve(ratios, seed), device, args.repeat, warmup=1)
             points[name] = len(curve)
         profiles = {}
@@ -92,7 +95,8 @@ def main(argv=None):
     result = {
         "benchmark": "request_curve_vs_eval",
         "dataset": args.dataset, "users": len(protocol.samples("test")), "srm": config["srm"],
-        "candidate_num": config["candidate_num"], "ratios": list(ratios), "repeat": args.repeat,
+        "candidate_num": config["candidate_num"], "device_catalogue": args.setting, "ratios": list(ratios),
+        "repeat": args.repeat,
         "goal_curve_over_plain": GOAL,
         "plain_eval_seconds": plain_s,
         "collaboration_setup_seconds": setup_s,

@@ -117,16 +117,12 @@ class Collaboration:
         self.gain = {phase: fused.gain for phase, fused in self.phases.items()}
         names = feature_names(valid.catalogue is not None)
         self.rules = available_rules(names)
+        self.policies = ("random", *self.rules, "learned", "oracle")  # the curve's: what this device can run, the oracle
         fitting = [self.phases["valid"]] + ([FusedPhase(extra, self.alpha, config)] if extra is not None else [])
         self.fit_size = sum(len(phase.gain) for phase in fitting)
         self.learned = LearnedRequestPolicy(names, self.rules).fit(
             {name: np.concatenate([phase.columns[name] for phase in fitting]) for name in names},
             np.concatenate([phase.gain for phase in fitting]))
-
-    @property
-    def policies(self):
-        """The curve's policies this device can run, then the labelled oracle."""
-        return ("random", *self.rules, "learned", "oracle")
 
     def requests(self, policy, ratio, seed):
         """``{phase: mask}`` of requesting users for ``policy`` at ``ratio``."""
