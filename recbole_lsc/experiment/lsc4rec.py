@@ -81,7 +81,8 @@ def srm_ranks(config, srm, protocol, phase):
 
 
 def single_model_rows(config, reference, device_srm, llm_trainer, lists):
-    """Rows ``srm``, ``llm_stale``, ``llm_fresh``, ``srm_rerank`` and their per-user test values."""
+    """Rows ``srm`` (``reference`` over the item table), ``llm_stale``, ``llm_fresh``, ``srm_rerank``
+    (``device_srm`` re-ranks the stale lists it received) and their per-user test values."""
     protocol = llm_trainer.protocol
     ranks = {"srm": {phase: srm_ranks(config, reference, protocol, phase) for phase in ("valid", "test")}}
     for view in ("stale", "fresh"):
@@ -137,14 +138,14 @@ def run_one_seed(config, saved):
     lists = CloudLists(cloud, data.protocol, config)
     states = device_stages(config, independent, lists, data.protocol)
 
-    rows, per_user = single_model_rows(config, reference, independent, llm_trainer, lists)
+    # the re-ranking device is the final SRM of a device that holds only its lists (when run)
+    rerank_srm = states.final.get("candidates", next(iter(states.final.values())))
+    rows, per_user = single_model_rows(config, reference, rerank_srm, llm_trainer, lists)
     modes = {mode: mode_results(config, states, lists, data.protocol, mode) for mode in config["device_catalogue"]}
     for mode, result in modes.items():
         rows += result["rows"]
         per_user[f"lsc4rec/{mode}"] = result["per_user"]
-    first = next(iter(modes))
-    final_srm = states.final[first]
-    cost = measure_cost(config, cloud, final_srm, data.protocol, lists.get("test", "stale").item_ids)
+    cost = measure_cost(config, cloud, rerank_srm, data.protocol, lists.get("test", "stale").item_ids)
     users = len(data.protocol.samples("test"))
     cost["cloud_calls"] = {"initial_lists": users, "llm_candidate_passes": dict(lists.passes),
                            "requests": {mode: int(round(result["rows"][0]["realized"] * users))
