@@ -212,3 +212,31 @@ def test_windowed_training_candidates_equal_exact_ones_when_the_window_holds_the
     # longer histories read a window with at least max_len // 2 items of context: still valid lists
     long_ids = windowed_ids[~short]
     assert (long_ids > 0).all() and all(len(set(row.tolist())) == 10 for row in long_ids)
+
+
+def test_sampled_softmax_items_hold_every_target_and_fill_up_to_the_size(setup):
+    _, _, _, model = setup
+    targets = torch.tensor([5, 9, 5, 300, 9])
+    torch.manual_seed(1)
+    ids = model.loss_items(targets, 50)
+    assert len(ids) == 50 and len(set(ids.tolist())) == 50 and {5, 9, 300} <= set(ids.tolist())
+    assert torch.equal(ids, torch.sort(ids).values) and ids.min() >= 1 and ids.max() < model.n_items
+    assert model.loss_items(targets, 2).tolist() == [5, 9, 300]  # the targets alone exceed the size
+
+
+def test_sampled_softmax_loss_is_the_cross_entropy_over_its_items(setup):
+    _, _, protocol, model = setup
+    items, lengths = (torch.from_numpy(array[:16]) for array in protocol.cloud_training_windows(8))
+    model.eval()  # no dropout: both computations see the same hidden states
+    full = model.window_loss(items, lengths)
+    assert model.window_loss(items, lengths, softmax_items=model.n_items) == full  # not smaller: full softmax
+    torch.manual_seed(2)
+    sampled = model.window_loss(items, lengths, softmax_items=100)
+    torch.manual_seed(2)
+    valid = torch.arange(1, items.size(1)).unsqueeze(0) < lengths.unsqueeze(1)
+    targets = items[:, 1:][valid]
+    ids = model.loss_items(targets, 100)
+    hidden = model.sequence_hidden(items, lengths)[:, 1:][valid]
+    by_hand = torch.nn.functional.cross_entropy(hidden @ model.item_embedding.weight[ids].T,
+                                                torch.searchsorted(ids, targets))
+    assert torch.allclose(sampled, by_hand) and sampled < full  # fewer competitors, a smaller loss

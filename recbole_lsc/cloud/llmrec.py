@@ -118,15 +118,34 @@ class LLMRec(SequentialRecommender):
         return logits
 
     # ------------------------------------------------------------------ losses
-    def window_loss(self, items, lengths):
-        """Next-item cross-entropy on every position of windows from ``cloud_training_windows``."""
+    def window_loss(self, items, lengths, softmax_items=0):
+        """Next-item cross-entropy on every position of windows from ``cloud_training_windows``.
+
+        The softmax over the catalogue at every position dominates the cost of a large
+        catalogue; with ``0 < softmax_items < n_items - 1`` it runs over ``loss_items`` instead
+        (a sampled softmax; inference always ranks the whole catalogue).
+        """
         hidden = self.sequence_hidden(items, lengths)
         start = len(self.prompt_ids)
         span = items.size(1) - 1
-        logits = self.item_logits(hidden[:, start : start + span])
-        targets = items[:, 1:]
         valid = torch.arange(1, span + 1, device=items.device).unsqueeze(0) < lengths.unsqueeze(1)
-        return self.loss_fct(logits[valid], targets[valid])
+        hidden, targets = hidden[:, start : start + span][valid], items[:, 1:][valid]
+        if 0 < softmax_items < self.n_items - 1:
+            ids = self.loss_items(targets, softmax_items)
+            logits = hidden @ self.item_embedding.weight[ids].T
+            return self.loss_fct(logits, torch.searchsorted(ids, targets))
+        return self.loss_fct(self.item_logits(hidden), targets)
+
+    def loss_items(self, targets, size):
+        """Sorted item ids a sampled softmax scores: every distinct target of the batch, then
+        uniformly drawn other items until there are ``size`` (no more when the targets alone reach it)."""
+        ids = torch.unique(targets)
+        missing = size - len(ids)
+        if missing > 0:
+            drawn = torch.randperm(self.n_items - 1, device=targets.device)[: missing + len(ids)] + 1
+            others = drawn[~torch.isin(drawn, ids)][:missing]
+            ids = torch.sort(torch.cat([ids, others])).values
+        return ids
 
     # --------------------------------------------------------------- inference
     def log_probs(self, item_seq, item_seq_len):

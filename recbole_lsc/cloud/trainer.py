@@ -48,7 +48,8 @@ class LLMRecTrainer:
         total = 0.0
         for items, lengths in tqdm(loader, desc=f"LLM epoch {epoch}", disable=not show_progress, leave=False):
             optimizer.zero_grad()
-            loss = self.model.window_loss(items.to(self.device), lengths.to(self.device))
+            loss = self.model.window_loss(items.to(self.device), lengths.to(self.device),
+                                          self.config["llm_softmax_items"])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
