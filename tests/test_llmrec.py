@@ -236,7 +236,8 @@ def test_sampled_softmax_loss_is_the_cross_entropy_over_its_items(setup):
     valid = torch.arange(1, items.size(1)).unsqueeze(0) < lengths.unsqueeze(1)
     targets = items[:, 1:][valid]
     ids = model.loss_items(targets, 100)
-    hidden = model.sequence_hidden(items, lengths)[:, 1:][valid]
+    start = len(model.prompt_ids)
+    hidden = model.sequence_hidden(items, lengths)[:, start : start + items.size(1) - 1][valid]
     by_hand = torch.nn.functional.cross_entropy(hidden @ model.item_embedding.weight[ids].T,
                                                 torch.searchsorted(ids, targets))
     assert torch.allclose(sampled, by_hand) and sampled < full  # fewer competitors, a smaller loss
