@@ -160,7 +160,8 @@ def test_each_cloud_training_target_is_predicted_exactly_once():
 def _run(value, curve_value, per_user):
     return {"rows": [{"name": "a", "role": "lsc4rec", "valid": {"ndcg@10": value}, "test": {"ndcg@10": value},
                       "realized": value}],
-            "curve": [{"policy": "random", "rho": 0.5, "realized": 0.5, "test": {"ndcg@10": curve_value}}],
+            "curve": [{"device_catalogue": "full", "policy": "random", "rho": 0.5, "realized": 0.5,
+                       "test": {"ndcg@10": curve_value}}],
             "curve_per_user": {("full", policy, rho): np.array(per_user) + (0.1 if policy == "learned" else 0.0)
                                for policy in ("random", "consistency", "top1_missing", "regret", "learned", "oracle")
                                for rho in (0.0, 0.5, 1.0)}}
@@ -172,6 +173,7 @@ def test_seed_aggregation_by_hand():
     assert row["test"] == {"ndcg@10": 0.2} and row["test_std"] == {"ndcg@10": 0.1} and row["realized"] == 0.2
     point = aggregate_curve(runs)[0]
     assert point["test"] == {"ndcg@10": 0.3} and point["test_std"] == {"ndcg@10": 0.1}
+    assert point["device_catalogue"] == "full" and point["policy"] == "random"
     assert aggregate_rows(runs[:1]) is runs[0]["rows"]
     tests = policy_tests(runs, [0.0, 0.5, 1.0])  # only ratios strictly inside (0, 1)
     assert [(t["device_catalogue"], t["rho"], t["versus"]) for t in tests] == [

@@ -39,8 +39,8 @@ def aggregate_curve(runs):
     for index, first in enumerate(runs[0]["curve"]):
         mean, std = mean_std([run["curve"][index]["test"] for run in runs])
         realized = float(np.mean([run["curve"][index]["realized"] for run in runs]))
-        points.append({"policy": first["policy"], "rho": first["rho"], "realized": round(realized, 6),
-                       "test": mean, "test_std": std})
+        points.append({"device_catalogue": first.get("device_catalogue"), "policy": first["policy"],
+                       "rho": first["rho"], "realized": round(realized, 6), "test": mean, "test_std": std})
     return points
 
 
