@@ -136,3 +136,14 @@ def test_candidate_only_device_scores_equal_the_gathered_full_ranking(small_conf
         only = device.candidate_scores(batch, candidates)
     assert only.shape == (len(samples), 20)
     assert torch.allclose(only, gathered, atol=1e-5)
+
+
+def test_an_undone_stage_leaves_its_ablation_equal_to_lsc4rec(small_config):
+    # a learning rate of 0 cannot improve validation: re-training is undone, so the SRM "w/o
+    # re-training" is the final SRM, and its row (policy fit included) must equal the main row
+    out = run(small_config, retrain_learning_rate=0.0, device_catalogue="full")
+    assert out["runs"][0]["stages"]["retrain (full)"]["kept"] is False
+    rows = {row["name"]: row for row in out["rows"]}
+    main, ablation = rows["LSC4Rec (full)"], rows["LSC4Rec (full) w/o re-training"]
+    assert ablation["test"] == main["test"] and ablation["valid"] == main["valid"]
+    assert ablation["realized"] == main["realized"]

@@ -103,15 +103,19 @@ def single_model_rows(config, reference, device_srm, llm_trainer, lists):
 
 
 def ablation_rows(config, states, lists, protocol, mode):
-    """LSC4Rec without one stage, each from the SRM state that skipped it."""
+    """LSC4Rec without one stage, each from the SRM state that skipped it; its learned policy is
+    fit as the main row's (with the fresh-window requests scored by an SRM that never saw them)."""
+    cloud_window = config["srm_train_window"] == "cloud"
     ablations = []
     if mode in states.retrained_only:
-        ablations.append((f"LSC4Rec ({mode}) w/o cooperative training", states.retrained_only[mode]))
+        ablations.append((f"LSC4Rec ({mode}) w/o cooperative training", states.retrained_only[mode],
+                          states.independent if cloud_window else None))
     if config["retrain"]:
-        ablations.append((f"LSC4Rec ({mode}) w/o re-training", states.cooperative))
-    return [collaboration(config, srm, lists, protocol, mode).row(name, "ablation", config["request_policy"],
-                                                                  config["request_ratio"], config["seed"])[0]
-            for name, srm in ablations]
+        ablations.append((f"LSC4Rec ({mode}) w/o re-training", states.cooperative,
+                          states.cooperative if cloud_window else None))
+    return [collaboration(config, srm, lists, protocol, mode, fresh_window_srm).row(
+                name, "ablation", config["request_policy"], config["request_ratio"], config["seed"])[0]
+            for name, srm, fresh_window_srm in ablations]
 
 
 def mode_results(config, states, lists, protocol, mode):
