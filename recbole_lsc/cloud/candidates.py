@@ -67,7 +67,7 @@ def _prefix_top_candidates(llm, protocol, last_end, num, batch_size, device, sho
 @torch.no_grad()
 def prefix_candidates(llm, protocol, samples, view, num, batch_size, device, show_progress=False):
     """Top-``num`` LLM candidates of ``samples`` with ``view`` histories, from windowed causal
-    passes (see the module docstring), as a :class:`~recbole_lsc.channel.CandidateList`."""
+    passes (see the module docstring), as a :class:`~recbole_lsc.channel.CandidateList` (model id "LLMRec")."""
     llm.eval()
     ends = protocol.history_end(samples, view)  # history = sequence[:end]
     last_end = np.zeros(len(protocol.lengths), dtype=np.int64)

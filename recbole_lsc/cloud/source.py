@@ -4,6 +4,8 @@ It answers "candidates for these histories" and nothing else; an HTTP service im
 the same interface.
 """
 
+import dataclasses
+
 import torch
 from tqdm.auto import tqdm
 
@@ -45,5 +47,6 @@ class InProcessCloud:
     def training_candidates(self, protocol, samples, view, k, batch_size):
         """Lists for many training samples at once (cooperative training's hard negatives),
         from windowed passes over each user's sequence (:func:`prefix_candidates`)."""
-        return prefix_candidates(self.llm, protocol, samples, view, k, batch_size, self.device,
-                                 show_progress=self.show_progress)
+        lists = prefix_candidates(self.llm, protocol, samples, view, k, batch_size, self.device,
+                                  show_progress=self.show_progress)
+        return dataclasses.replace(lists, model_id=self.model_id)
