@@ -51,6 +51,15 @@ class CandidateList:
         return CandidateList(self.item_ids[rows], self.scores[rows], self.model_id, self.history_len[rows])
 
 
+def concat_lists(parts):
+    """One :class:`CandidateList` of the rows of ``parts`` (same model, same C), in order."""
+    model_ids = {part.model_id for part in parts}
+    if len(model_ids) != 1:
+        raise ValueError(f"cannot join lists of different models: {sorted(model_ids)}")
+    return CandidateList(torch.cat([part.item_ids for part in parts]), torch.cat([part.scores for part in parts]),
+                         parts[0].model_id, torch.cat([part.history_len for part in parts]))
+
+
 class CandidateSource(Protocol):
     """A cloud: candidate lists for right-padded histories ``item_seq [N, L]``, ``item_len [N]``."""
 

@@ -48,10 +48,11 @@ _INT_KEYS = (
     "n_heads", "num_layers", "cloud_lag", "worker", "candidate_num", "seeds", "llm_max_len",
     "llm_epochs", "llm_batch_size", "coop_epochs", "retrain_epochs", "llm_softmax_items",
 )
-_FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob")
+_FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob",
+               "retrain_replay")
 _STR_KEYS = ("results_dir", "checkpoint_dir", "data_path")
 _NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step", "coop_epochs", "retrain_epochs", "eval_step",
-                     "llm_softmax_items")
+                     "llm_softmax_items", "retrain_replay")
 _POSITIVE_KEYS = (
     "epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "candidate_num",
     "seeds", "llm_max_len", "llm_epochs", "llm_batch_size",

@@ -36,7 +36,7 @@ def synthetic_phase(seed, holds_table=True):
     catalogue[rows, targets] += 1.5  # the SRM knows something
     return PhaseLists(targets, stale, fresh, catalogue.gather(1, stale.item_ids), catalogue.gather(1, fresh.item_ids),
                       catalogue if holds_table else None, torch.randint(0, ITEMS, (USERS, 2), generator=generator),
-                      torch.randint(3, 30, (USERS,), generator=generator))
+                      torch.randint(3, 30, (USERS,), generator=generator), np.arange(USERS))
 
 
 @pytest.fixture(scope="module")

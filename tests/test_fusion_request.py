@@ -9,7 +9,7 @@ from recbole_lsc.device.features import (
 )
 from recbole_lsc.device.fusion import fuse, normalise, with_own_top
 from recbole_lsc.device.learned import L2_GRID, LearnedRequestPolicy, captured_gain, random_gain
-from recbole_lsc.device.policies import calibrate_threshold, policy_priority, top_share
+from recbole_lsc.device.policies import calibrate_threshold, policy_priority, request_noise, top_share
 from recbole_lsc.evaluation.metrics import per_user_metrics
 from recbole_lsc.evaluation.ranks import list_ranks
 from recbole_lsc.evaluation.stats import paired_test
@@ -95,15 +95,27 @@ def test_top_share_picks_highest_priorities():
 
 def test_random_policy_is_seeded():
     features = named(np.zeros((50, len(FEATURE_NAMES))))
-    a = policy_priority("random", features, np.random.default_rng(3))
-    b = policy_priority("random", features, np.random.default_rng(3))
-    c = policy_priority("random", features, np.random.default_rng(4))
+    users, positions = np.arange(50), np.full(50, 7)
+    a = policy_priority("random", features, request_noise(3, users, positions))
+    b = policy_priority("random", features, request_noise(3, users, positions))
+    c = policy_priority("random", features, request_noise(4, users, positions))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_request_noise_is_one_devices_own_draw():
+    """A user's noise depends on (seed, user, history length) only, not on who else is drawn."""
+    users, positions = np.arange(2000), np.arange(2000) % 13 + 1
+    everyone = request_noise(5, users, positions)
+    alone = np.array([request_noise(5, [user], [position])[0] for user, position in zip(users[:20], positions[:20])])
+    assert np.array_equal(everyone[:20], alone)
+    assert everyone.min() >= 0 and everyone.max() < 1 and abs(everyone.mean() - 0.5) < 0.03
+    assert not np.array_equal(request_noise(5, users, positions + 1), everyone)
+    assert len(np.unique(everyone)) == len(everyone)
 
 
 def test_top1_rule_requests_users_whose_device_favourite_is_missing_first():
     features = {"srm_top1_in_list": np.array([1.0, 0, 1, 0]), "srm_mass_in_list": np.array([0.1, 0.6, 0.2, 0.3])}
-    priority = policy_priority("top1_missing", features, np.random.default_rng(0))
+    priority = policy_priority("top1_missing", features, np.zeros(4))
     # missing favourites first (user 3 has less of the device's mass in the list than user 1), then the rest
     assert list(np.argsort(-priority)) == [3, 1, 0, 2]
 
@@ -155,7 +167,7 @@ def test_expected_regret_is_zero_when_the_list_is_the_devices_own_top_list():
 
 def test_regret_rule_requests_the_largest_expected_regret_first():
     features = {"expected_regret": np.array([0.02, 0.3, 0.1])}
-    assert list(np.argsort(-policy_priority("regret", features, np.random.default_rng(0)))) == [1, 2, 0]
+    assert list(np.argsort(-policy_priority("regret", features, np.zeros(3)))) == [1, 2, 0]
 
 
 def columns_of(features):

@@ -114,6 +114,28 @@ class LearnedRequestPolicy:
         """``ridge/<prior>/<l2>``, ``rule/<rule>`` or ``random``: what was chosen."""
         return "/".join(str(part) for part in self.choice if part is not None)
 
+    def to_dict(self):
+        """What a device needs to apply the fitted policy (JSON-serialisable; floats round-trip)."""
+        if self.choice is None:
+            raise RuntimeError("LearnedRequestPolicy.to_dict called before fit")
+        kind, name, l2 = self.choice
+        state = {"names": list(self.names), "rules": list(self.rules), "choice": [kind, name, l2]}
+        if kind == "ridge":
+            state.update(mean=self._ridge.mean.tolist(), scale=self._ridge.scale.tolist(),
+                         weights=self.weights.tolist())
+        return state
+
+    @classmethod
+    def from_dict(cls, state):
+        """The fitted policy of :meth:`to_dict` (no refit: the device applies what the cloud chose)."""
+        policy = cls(state["names"], state["rules"])
+        policy.choice = tuple(state["choice"])
+        if policy.choice[0] == "ridge":
+            ridge = Ridge.__new__(Ridge)
+            ridge.mean, ridge.scale = np.asarray(state["mean"]), np.asarray(state["scale"])
+            policy._ridge, policy.weights = ridge, np.asarray(state["weights"])
+        return policy
+
     def predict(self, columns):
         if self.choice is None:
             raise RuntimeError("LearnedRequestPolicy.predict called before fit")

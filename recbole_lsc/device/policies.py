@@ -54,15 +54,35 @@ def rule_score(rule, columns):
     raise ValueError(f"'{rule}' is not a rule policy; rules: {', '.join(RULE_FEATURES)}")
 
 
-def policy_priority(policy, columns, rng, learned=None):
+def request_noise(seed, users, positions):
+    """A uniform number in [0, 1) per (seed, user, history length), the same on every machine.
+
+    It is the random policy's priority and the tie-breaking jitter of the others. A function of
+    what one device knows (its user id and how long its history is), not of a draw over the
+    whole population, so a device deciding alone makes the simulation's decision.
+    (SplitMix64 finaliser over the three integers.)
+    """
+    with np.errstate(over="ignore"):
+        x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+             + np.asarray(users, dtype=np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+             + np.asarray(positions, dtype=np.uint64) * np.uint64(0x94D049BB133111EB))
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def policy_priority(policy, columns, noise, learned=None):
     """Request priority per user (higher = request first) of a thresholded policy.
 
-    A tiny seeded jitter breaks ties (rank displacement takes few distinct values), so a
+    ``noise`` (:func:`request_noise` of each user) is the random policy's priority; scaled by
+    1e-9 it breaks the other policies' ties (rank displacement takes few distinct values), so a
     threshold never lets a block of tied users overshoot the budget.
     """
-    count = len(next(iter(columns.values())))
     if policy == "random":
-        return rng.random(count)
+        return np.asarray(noise, dtype=np.float64)
     if policy == "learned":
         base = learned.predict(columns)
     elif policy in RULE_FEATURES:
@@ -70,4 +90,4 @@ def policy_priority(policy, columns, rng, learned=None):
     else:
         raise ValueError(f"policy '{policy}' has no priority; thresholded policies: random, "
                          f"{', '.join(RULE_FEATURES)}, learned")
-    return base + 1e-9 * rng.random(count)
+    return base + 1e-9 * np.asarray(noise, dtype=np.float64)

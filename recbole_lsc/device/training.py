@@ -2,7 +2,8 @@
 
 A stage fine-tunes a copy of the SRM it is given and keeps its best epoch only if that beats
 the starting SRM on validation: the ``valid_metric`` of the SRM re-ranking the stale
-validation lists, the job the SRM does in deployment (docs/method.md, "Training").
+validation lists, the job the SRM does in deployment, or, for re-training on a device that
+holds the item table, of the SRM ranking that table (docs/method.md, "Training").
 Otherwise the stage returns the SRM it was given, unchanged, and says so.
 """
 
@@ -14,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recbole_lsc.evaluation.metrics import metric_values
-from recbole_lsc.evaluation.ranks import list_ranks
+from recbole_lsc.evaluation.ranks import catalogue_ranks, list_ranks
 
 
 class RerankValidation:
@@ -28,6 +29,21 @@ class RerankValidation:
         scores = srm.score_lists(self.interaction, self.lists.item_ids, self.config["eval_batch_size"],
                                  self.config["device"])
         return float(metric_values(list_ranks(self.lists.item_ids, scores, self.targets), self.config).mean())
+
+
+class CatalogueValidation:
+    """``valid_metric`` of an SRM ranking the whole item table with fresh histories: the list a
+    device that holds the table shows at alpha = 0."""
+
+    def __init__(self, interaction, config):
+        self.interaction, self.config = interaction, config
+
+    def __call__(self, srm):
+        srm.eval()
+        with torch.no_grad():
+            ranks = catalogue_ranks(lambda batch: srm.catalogue_scores(batch.to(self.config["device"])),
+                                    self.interaction, self.config["eval_batch_size"], srm.fields["item"])
+        return float(metric_values(ranks, self.config).mean())
 
 
 def _train_epoch(srm, optimizer, interaction, loss_of, order, config, desc):

@@ -15,10 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recbole_lsc.device.features import catalogue_features, feature_columns, feature_names, list_features
-from recbole_lsc.device.fusion import ALPHA_GRID, fuse, with_own_top
+from recbole_lsc.device.features import feature_names
+from recbole_lsc.device.fusion import ALPHA_GRID, fuse
+from recbole_lsc.device.inference import candidate_set, request_columns, shown_order
 from recbole_lsc.device.learned import LearnedRequestPolicy
-from recbole_lsc.device.policies import available_rules, calibrate_threshold, policy_priority, top_share
+from recbole_lsc.device.policies import (
+    available_rules, calibrate_threshold, policy_priority, request_noise, top_share,
+)
 from recbole_lsc.evaluation.metrics import mean_metrics, metric_by_rank, metric_values, per_user_metrics, summary
 from recbole_lsc.evaluation.ranks import list_ranks
 from recbole_lsc.results import result_row
@@ -39,6 +42,7 @@ class PhaseLists:
     catalogue: object  # [N, n_items] tensor, or None when the device holds only its lists
     newest: torch.Tensor  # the interactions the cloud has not seen (0 = none)
     history_len: torch.Tensor
+    users: np.ndarray  # user ids (with history_len, what the request noise is drawn from)
 
 
 def phase_lists(srm, lists, protocol, phase, config, device_catalogue):
@@ -55,16 +59,12 @@ def phase_lists(srm, lists, protocol, phase, config, device_catalogue):
         stale_srm, fresh_srm = (srm.score_lists(interaction, received.item_ids, size, device) for received in (stale, fresh))
     newest, _ = protocol.history(samples, "fresh", protocol.cloud_lag)
     return PhaseLists(torch.from_numpy(protocol.targets(samples)), stale, fresh, stale_srm, fresh_srm, catalogue,
-                      torch.from_numpy(newest), torch.from_numpy(samples.position))
+                      torch.from_numpy(newest), torch.from_numpy(samples.position), samples.user)
 
 
-def candidate_set(lists, age):
-    """``(ids, llm_scores, srm_scores)`` the device fuses: the list it received or, when it holds
-    the item table, that list followed by its own top-C (:func:`~recbole_lsc.device.fusion.with_own_top`)."""
-    received, srm = getattr(lists, age), getattr(lists, f"{age}_srm")
-    if lists.catalogue is None:
-        return received.item_ids, received.scores, srm
-    return with_own_top(received.item_ids, received.scores, lists.catalogue)
+def phase_candidates(lists, age):
+    """``(ids, llm_scores, srm_scores)`` the device fuses for the phase's lists of ``age``."""
+    return candidate_set(getattr(lists, age), getattr(lists, f"{age}_srm"), lists.catalogue)
 
 
 def tune_alpha(ids, llm, srm, targets, config):
@@ -75,16 +75,6 @@ def tune_alpha(ids, llm, srm, targets, config):
         list_ranks(ids, fuse(llm, srm, alpha, config["fusion_norm"]), targets), config).mean())
 
 
-def request_columns(lists, shown_ids, config):
-    """Named feature columns of the stale lists; ``shown_ids`` is the ranked list each user is shown."""
-    stale = lists.stale
-    columns = list_features(stale.scores, lists.stale_srm, stale.item_ids, lists.newest, lists.history_len)
-    if lists.catalogue is not None:
-        columns.update(catalogue_features(lists.catalogue, stale.item_ids, shown_ids,
-                                          metric_by_rank(config, stale.size)))
-    return feature_columns(columns)
-
-
 class FusedPhase:
     """One phase's fused lists: target ranks per list age, the gain of a fresh list, request features."""
 
@@ -92,13 +82,14 @@ class FusedPhase:
         self.lists = lists
         self.ranks, shown = {}, None
         for age in AGES:
-            ids, llm, srm = candidate_set(lists, age)
+            ids, llm, srm = phase_candidates(lists, age)
             fused = fuse(llm, srm, alpha[age], config["fusion_norm"])
             self.ranks[age] = list_ranks(ids, fused, lists.targets)
             if age == "stale":
-                shown = ids.gather(1, torch.argsort(fused, dim=1, descending=True, stable=True))
+                shown = shown_order(ids, fused)
         self.gain = metric_values(self.ranks["fresh"], config) - metric_values(self.ranks["stale"], config)
-        self.columns = request_columns(lists, shown, config)
+        self.columns = request_columns(lists.stale, lists.stale_srm, lists.catalogue, lists.newest, lists.history_len,
+                                       shown, metric_by_rank(config, lists.stale.size))
 
 
 class Collaboration:
@@ -111,7 +102,7 @@ class Collaboration:
     def __init__(self, config, valid, test, extra=None):
         self.config = config
         self.device_catalogue = "candidates" if valid.catalogue is None else "full"
-        self.alpha = {age: tune_alpha(*candidate_set(valid, age), valid.targets, config) for age in AGES}
+        self.alpha = {age: tune_alpha(*phase_candidates(valid, age), valid.targets, config) for age in AGES}
         self.phases = {phase: FusedPhase(lists, self.alpha, config) for phase, lists in (("valid", valid), ("test", test))}
         self.ranks = {phase: fused.ranks for phase, fused in self.phases.items()}
         self.gain = {phase: fused.gain for phase, fused in self.phases.items()}
@@ -131,11 +122,19 @@ class Collaboration:
         if policy in ("never", "always") or ratio in (0, 1):
             everyone = policy == "always" or (policy != "never" and ratio == 1)
             return {phase: np.full(len(gain), everyone) for phase, gain in self.gain.items()}
-        rng = np.random.default_rng(seed)
-        priority = {phase: policy_priority(policy, self.phases[phase].columns, rng, self.learned)
-                    for phase in ("valid", "test")}
+        priority = {phase: self.priority(policy, phase, seed) for phase in ("valid", "test")}
         tau = calibrate_threshold(priority["valid"], ratio)
         return {phase: values >= tau for phase, values in priority.items()}
+
+    def priority(self, policy, phase, seed):
+        """Each ``phase`` user's request priority under ``policy`` (a thresholded one)."""
+        fused = self.phases[phase]
+        noise = request_noise(seed, fused.lists.users, fused.lists.history_len.numpy())
+        return policy_priority(policy, fused.columns, noise, self.learned)
+
+    def threshold(self, policy, ratio, seed):
+        """The priority a device needs to request: a share ``ratio`` of validation users has it."""
+        return calibrate_threshold(self.priority(policy, "valid", seed), ratio)
 
     def final_ranks(self, phase, mask):
         """Target ranks in the lists the users end with: fresh where they requested, else stale."""

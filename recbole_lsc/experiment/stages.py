@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from recbole.data.dataloader import TrainDataLoader
+from recbole.data.interaction import cat_interactions
 from recbole.utils import get_tensorboard, init_seed
 
+from recbole_lsc.channel import concat_lists
 from recbole_lsc.device.training import (
-    RerankValidation, cooperative_loss, fine_tune, list_retraining_loss, retraining_loss,
+    CatalogueValidation, RerankValidation, cooperative_loss, fine_tune, list_retraining_loss, retraining_loss,
 )
 from recbole_lsc.experiment.srm import fit_recbole
 
@@ -84,6 +86,19 @@ def _fine_tuning_samples(protocol, phase, srm):
     return protocol.interaction(protocol.samples(phase), "fresh", srm.max_len, srm.fields)
 
 
+def replay_rows(protocol, ratio, seed):
+    """Which older samples (``llm_train``: targets the cloud has seen too, all of them in the
+    device's own history) re-training replays beside the fresh window: ``ratio`` per fresh
+    sample, drawn without replacement by a generator seeded with ``seed``, in protocol order.
+
+    Replay lets re-training take enough steps to learn the fresh window without drifting from
+    what the SRM learnt in the cloud (docs/method.md, "Training").
+    """
+    older, fresh = len(protocol.samples("llm_train")), len(protocol.samples("retrain"))
+    count = min(older, int(round(ratio * fresh)))
+    return np.sort(np.random.default_rng(seed).choice(older, count, replace=False))
+
+
 class FineTuningStages:
     """Stages 2 and 3, each fine-tuning the SRM it is given; validated on the stale valid lists."""
 
@@ -91,16 +106,21 @@ class FineTuningStages:
         self.config, self.lists, self.protocol = config, lists, protocol
         self.tensorboard = get_tensorboard(logging.getLogger())
 
-    def _validation(self, srm):
+    def _validation(self, srm, device_catalogue):
+        interaction = _fine_tuning_samples(self.protocol, "valid", srm)
+        if device_catalogue == "full":
+            return CatalogueValidation(interaction, self.config)
         targets = torch.from_numpy(self.protocol.targets(self.protocol.samples("valid")))
-        return RerankValidation(_fine_tuning_samples(self.protocol, "valid", srm), self.lists.get("valid", "stale"),
-                                targets, self.config)
+        return RerankValidation(interaction, self.lists.get("valid", "stale"), targets, self.config)
 
-    def _run(self, srm, stage, phase, epochs, learning_rate, loss_of):
+    def _run(self, srm, stage, phase, epochs, learning_rate, loss_of, replay=None, device_catalogue="candidates"):
         interaction = _fine_tuning_samples(self.protocol, phase, srm)
+        if replay is not None and len(replay):
+            older = _fine_tuning_samples(self.protocol, "llm_train", srm)[torch.from_numpy(replay)]
+            interaction = cat_interactions([interaction, older])
         if epochs == 0 or len(interaction) == 0:
             return srm, {"kept": False, "reason": "no epochs or no samples"}
-        return fine_tune(srm, stage, interaction, loss_of(), self._validation(srm), epochs, learning_rate,
+        return fine_tune(srm, stage, interaction, loss_of(), self._validation(srm, device_catalogue), epochs, learning_rate,
                          self.config, self.tensorboard)
 
     def cooperative(self, srm):
@@ -109,14 +129,27 @@ class FineTuningStages:
         return self._run(srm, "cooperative", phase, self.config["coop_epochs"], self.config["coop_learning_rate"],
                          lambda: cooperative_loss(self.lists.get(phase, "stale"), self.config))
 
+    def retraining_samples(self):
+        """Rows of the older samples re-training replays (``retrain_replay`` per fresh sample)."""
+        return replay_rows(self.protocol, self.config["retrain_replay"], self.config["seed"])
+
+    def _retraining_lists(self, replay):
+        """The cloud lists of the re-training samples: fresh window, then the replayed ones."""
+        fresh = self.lists.get("retrain", "stale")
+        if not len(replay):
+            return fresh
+        return concat_lists([fresh, self.lists.get("llm_train", "stale").select(torch.from_numpy(replay))])
+
     def retraining(self, srm, device_catalogue):
-        """Stage 3: the fresh window the cloud has not seen, with the loss the device can compute."""
+        """Stage 3: the fresh window the cloud has not seen, and a replay of older local samples,
+        with the loss the device can compute."""
+        replay = self.retraining_samples()
         if device_catalogue == "full":
             loss_of = lambda: retraining_loss  # noqa: E731
         else:
-            loss_of = lambda: list_retraining_loss(self.lists.get("retrain", "stale"))  # noqa: E731
+            loss_of = lambda: list_retraining_loss(self._retraining_lists(replay))  # noqa: E731
         return self._run(srm, "retrain", "retrain", self.config["retrain_epochs"],
-                         self.config["retrain_learning_rate"], loss_of)
+                         self.config["retrain_learning_rate"], loss_of, replay, device_catalogue)
 
 
 def device_stages(config, independent, lists, protocol):
