@@ -1,5 +1,7 @@
 """Command-line config overrides, RecBole's way: every extra ``--key=value`` is a config value."""
 
+import argparse
+
 
 def config_overrides(parser, argv):
     """``(known args, overrides)`` of ``argv``; anything else than ``--key=value`` is refused
@@ -9,3 +11,18 @@ def config_overrides(parser, argv):
     if bad:
         parser.error(f"unrecognised argument(s) {' '.join(bad)}; config values are given as --key=value")
     return args, rest
+
+
+def model_arguments(argv, prog="recbole-lsc", description=None):
+    """RecBole's ``--model``, ``--dataset``, ``--config_files`` and the ``--key=value`` overrides:
+    ``(model, dataset, config files or None, overrides)``."""
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog=prog,
+        description=description or "Run a RecBole or recbole-lsc model; extra --key=value pairs override the config.",
+    )
+    parser.add_argument("--model", "-m", default="LSC4Rec", help="model name (default: LSC4Rec)")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default: ml-100k)")
+    parser.add_argument("--config_files", default=None, help="space-separated yaml files")
+    args, rest = config_overrides(parser, argv)
+    files = args.config_files.split() if args.config_files else None
+    return args.model, args.dataset, files, rest

@@ -2,30 +2,27 @@
 
 Usage: ``recbole-lsc --model=SASRec --dataset=ml-100k [--config_files="a.yaml b.yaml"] [--key=value ...]``.
 Every ``--key=value`` other than the three above is a config value (RecBole's rule).
-``recbole-lsc benchmark ...`` runs a sweep into a leaderboard (``recbole_lsc.leaderboard.command``).
+``recbole-lsc benchmark ...`` runs a sweep into a leaderboard (``recbole_lsc.leaderboard.command``);
+``recbole-lsc serve ...`` starts the cloud's candidate service and ``recbole-lsc replay ...`` replays
+the test users through device clients against it (``recbole_lsc.deployment``).
 """
 
-import argparse
 import sys
 
-from recbole_lsc.arguments import config_overrides
-from recbole_lsc.errors import LSCError
+from recbole_lsc.arguments import model_arguments
+from recbole_lsc.errors import ConfigError, LSCError
 from recbole_lsc.leaderboard.command import main as benchmark
 from recbole_lsc.quick_start import run_recbole_lsc
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
-        prog="recbole-lsc",
-        description="Run a RecBole or recbole-lsc model; extra --key=value pairs override the config.",
-    )
-    parser.add_argument("--model", "-m", default="LSC4Rec", help="model name (default: LSC4Rec)")
-    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default: ml-100k)")
-    parser.add_argument("--config_files", default=None, help="space-separated yaml files")
-    args, rest = config_overrides(parser, argv)
-    files = args.config_files.split() if args.config_files else None
-    return args.model, args.dataset, files, rest
+def deployment(command, argv):
+    """``serve`` / ``replay``: imported only when asked for (they need the serve extra)."""
+    try:
+        from recbole_lsc.deployment import commands
+    except ModuleNotFoundError as err:
+        raise ConfigError(f"`recbole-lsc {command}` needs the serve extra ({err.name} is not installed): "
+                          "pip install 'recbole-lsc[serve]' (or -e '.[serve]' in a checkout)") from None
+    return {"serve": commands.serve_main, "replay": commands.replay_main}[command](argv)
 
 
 def main(argv=None):
@@ -33,7 +30,9 @@ def main(argv=None):
     try:
         if argv[:1] == ["benchmark"]:
             return benchmark(argv[1:])
-        model, dataset, files, overrides = parse_args(argv)
+        if argv[:1] in (["serve"], ["replay"]):
+            return deployment(argv[0], argv[1:])
+        model, dataset, files, overrides = model_arguments(argv)
         run_recbole_lsc(model=model, dataset=dataset, config_file_list=files, cmd_args=overrides)
     except LSCError as err:
         print(f"error: {err}", file=sys.stderr)

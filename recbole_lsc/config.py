@@ -47,19 +47,23 @@ _INT_KEYS = (
     "MAX_ITEM_LIST_LENGTH", "hidden_size", "embedding_size", "inner_size", "n_layers",
     "n_heads", "num_layers", "cloud_lag", "worker", "candidate_num", "seeds", "llm_max_len",
     "llm_epochs", "llm_batch_size", "coop_epochs", "retrain_epochs", "llm_softmax_items",
+    "serve_port", "serve_max_batch", "serve_max_body_bytes", "serve_max_history", "serve_max_k", "replay_clients",
 )
 _FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob",
-               "retrain_replay")
-_STR_KEYS = ("results_dir", "checkpoint_dir", "data_path")
+               "retrain_replay", "serve_batch_window_ms", "request_timeout", "replay_stop_cloud_after")
+_STR_KEYS = ("results_dir", "checkpoint_dir", "data_path", "serve_host", "serve_token_file", "replay_bundle",
+             "replay_cloud_url")
 _NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step", "coop_epochs", "retrain_epochs", "eval_step",
-                     "llm_softmax_items", "retrain_replay")
+                     "llm_softmax_items", "retrain_replay", "serve_port", "serve_batch_window_ms")
 _POSITIVE_KEYS = (
     "epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "candidate_num",
     "seeds", "llm_max_len", "llm_epochs", "llm_batch_size",
+    "serve_max_batch", "serve_max_body_bytes", "serve_max_history", "serve_max_k", "replay_clients",
 )
 
 
-_RANGES = {"fusion_alpha": (0, 1), "request_ratio": (0, 1), "coop_weight": (0, 100)}
+_RANGES = {"fusion_alpha": (0, 1), "request_ratio": (0, 1), "coop_weight": (0, 100),
+           "replay_stop_cloud_after": (0, 1), "request_timeout": (0.001, 3600)}
 _UNIT_LISTS = ("request_curve_ratios",)  # lists of shares in [0, 1]
 # RecBole options that write or read pickles; the plugin never unpickles a file.
 _PICKLE_CACHE_KEYS = ("save_dataset", "save_dataloaders", "dataset_save_path", "dataloaders_save_path")

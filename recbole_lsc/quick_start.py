@@ -6,6 +6,7 @@ RecBole model gives the metrics stock RecBole gives) without importing
 """
 
 import logging
+import os
 import sys
 
 from recbole.utils import init_logger, init_seed
@@ -37,7 +38,10 @@ def run_recbole_lsc(model=None, dataset=None, config_file_list=None, config_dict
     logger.info(config)
     pipeline = PIPELINES.get(config["model"], run_srm)
     rows, extra = pipeline(config, saved=saved)
+    bundles = extra.pop("device_bundles", {})
     path = write_results(config, rows, **extra)
+    for mode, (bundle, srm) in bundles.items():  # what a deployed device carries (docs/deployment.md)
+        bundle.save_pretrained(os.path.join(os.path.dirname(path), "device", mode), srm)
     print(markdown_table(rows))
     if "request_curve" in extra:
         print(curve_table(extra["request_curve"], config["valid_metric"].lower()))

@@ -16,7 +16,7 @@ import os
 
 from recbole_lsc.files import write_json_atomic
 
-ROLES = ("srm", "srm_rerank", "llm_stale", "llm_fresh", "lsc4rec", "ablation")
+ROLES = ("srm", "srm_rerank", "llm_stale", "llm_fresh", "lsc4rec", "ablation", "replay")
 VERSIONED = ("recbole-lsc", "recbole", "torch", "numpy", "pandas", "transformers", "peft")
 
 

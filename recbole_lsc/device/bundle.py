@@ -9,6 +9,7 @@ these very models (per-user test ``valid_metric`` in protocol order), so a repla
 can be checked against it.
 """
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -107,3 +108,8 @@ class DeviceBundle:
                                   f"{bundle.srm} or the bundle of a {srm_module.name} run")
         load_checkpoint(os.path.join(folder, WEIGHTS_NAME), srm_module, device=device, expect={"srm": bundle.srm})
         return bundle
+
+
+def tokens_digest(item_tokens):
+    """SHA-256 of an item table's tokens in id order: a bundle is only valid for that table."""
+    return hashlib.sha256("\x1f".join(map(str, item_tokens)).encode("utf-8")).hexdigest()

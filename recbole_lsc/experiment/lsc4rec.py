@@ -24,6 +24,7 @@ from recbole_lsc.config import srm_config_of
 from recbole_lsc.errors import ConfigError
 from recbole_lsc.evaluation.metrics import metric_values, summary
 from recbole_lsc.evaluation.ranks import catalogue_ranks, list_ranks
+from recbole_lsc.experiment.bundles import device_bundle
 from recbole_lsc.experiment.collaboration import Collaboration, phase_lists
 from recbole_lsc.experiment.cost import measure_cost
 from recbole_lsc.experiment.lists import CloudLists
@@ -46,14 +47,19 @@ class RunData:
     valid_data: object
 
 
-def load_data(config):
-    """The dataset (built with the SRM's config, so both models read the same one), its protocol
-    and the SRM's RecBole loaders."""
+def load_dataset(config):
+    """``(dataset, protocol, srm_config)``: the dataset is built with the SRM's config, so both
+    models read the same one."""
     srm_config = srm_config_of(config)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(srm_config)
     logging.getLogger().info(dataset)
-    protocol = DeviceCloudProtocol.from_dataset(dataset, config["cloud_lag"])
+    return dataset, DeviceCloudProtocol.from_dataset(dataset, config["cloud_lag"]), srm_config
+
+
+def load_data(config):
+    """The dataset, its protocol and the SRM's RecBole loaders."""
+    dataset, protocol, srm_config = load_dataset(config)
     train_data, valid_data, _ = data_preparation(srm_config, dataset)
     return RunData(dataset, protocol, srm_config, train_data, valid_data)
 
@@ -127,7 +133,7 @@ def mode_results(config, states, lists, protocol, mode):
     curve, curve_per_user = final.curve(config["request_curve_ratios"], config["seed"])
     return {"rows": [row, *ablation_rows(config, states, lists, protocol, mode)], "per_user": per_user,
             "curve": curve, "curve_per_user": {(mode, *key): values for key, values in curve_per_user.items()},
-            "info": final.info()}
+            "info": final.info(), "collaboration": final}
 
 
 def run_one_seed(config, saved):
@@ -146,9 +152,13 @@ def run_one_seed(config, saved):
     rerank_srm = states.final.get("candidates", next(iter(states.final.values())))
     rows, per_user = single_model_rows(config, reference, rerank_srm, llm_trainer, lists)
     modes = {mode: mode_results(config, states, lists, data.protocol, mode) for mode in config["device_catalogue"]}
+    bundles = {}
     for mode, result in modes.items():
         rows += result["rows"]
         per_user[f"lsc4rec/{mode}"] = result["per_user"]
+        bundle = device_bundle(config, result.pop("collaboration"), result["per_user"], data.protocol, data.dataset,
+                               cloud.model_id)
+        bundles[mode] = (bundle, states.final[mode])
     cost = measure_cost(config, cloud, rerank_srm, data.protocol, lists.get("test", "stale").item_ids)
     users = len(data.protocol.samples("test"))
     cost["cloud_calls"] = {"initial_lists": users, "llm_candidate_passes": dict(lists.passes),
@@ -157,7 +167,7 @@ def run_one_seed(config, saved):
     info = {"stages": {"llm": llm_log, **srm_logs, **states.logs}, "modes": [result["info"] for result in modes.values()]}
     return {"rows": rows, "per_user": per_user, "curve": [p for result in modes.values() for p in result["curve"]],
             "curve_per_user": {key: v for result in modes.values() for key, v in result["curve_per_user"].items()},
-            "cost": cost, "info": info, "modes": list(modes)}
+            "cost": cost, "info": info, "modes": list(modes), "bundles": bundles}
 
 
 def check_config(config):
@@ -176,6 +186,8 @@ def run_lsc4rec(config, saved=True):
     for seed in seeds:
         logging.getLogger().info(f"LSC4Rec run with seed {seed}")
         runs.append(run_one_seed(with_seed(config, seed), saved))
+        if len(runs) > 1:
+            del runs[-1]["bundles"]  # the first seed's device is the one saved
     rows = aggregate_rows(runs)
     key = config["valid_metric"].lower()
     for row in rows:
@@ -191,5 +203,6 @@ def run_lsc4rec(config, saved=True):
         "runs": [run["info"] for run in runs],
         # test users in protocol order (mean over seeds): what later paired tests need
         "per_user_test": {"metric": key, **{role: np.round(values, 6).tolist() for role, values in per_user.items()}},
+        "device_bundles": runs[0].pop("bundles"),
     }
     return rows, extra

@@ -1,0 +1,59 @@
+"""``recbole-lsc serve``: the trained cloud LLM of a config as an HTTP candidate service.
+
+    recbole-lsc serve --model=LSC4Rec --dataset=ml-100k [--config_files=...] [--serve_port=8000]
+
+The same config as the LSC4Rec run that trained the LLM (it is found in the trained-LLM store
+by that config, dataset and seed). Items are the dataset's item tokens. The ``serve_*`` keys
+set the address, the limits and the micro-batching window; the bearer token comes from the
+file ``serve_token_file`` or the ``RECBOLE_LSC_TOKEN`` environment variable.
+"""
+
+import logging
+import os
+
+from recbole.utils import init_logger
+
+from recbole_lsc.cloud.service import ServiceLimits, create_app
+from recbole_lsc.cloud.source import InProcessCloud
+from recbole_lsc.deployment.loading import trained_cloud
+from recbole_lsc.errors import ConfigError
+from recbole_lsc.experiment.lsc4rec import load_dataset
+
+TOKEN_ENV = "RECBOLE_LSC_TOKEN"
+
+
+def bearer_token(config):
+    """The service's bearer token: ``serve_token_file``'s first line, else ``$RECBOLE_LSC_TOKEN``, else None."""
+    path = config["serve_token_file"]
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                token = handle.readline().strip()
+        except OSError as err:
+            raise ConfigError(f"serve_token_file '{path}' cannot be read ({err.strerror}); fix the path") from None
+        if not token:
+            raise ConfigError(f"serve_token_file '{path}' is empty; write the token on its first line")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def service_app(config):
+    """``(app, version)``: the FastAPI app serving the trained cloud of ``config``."""
+    dataset, protocol, _ = load_dataset(config)
+    llm, version = trained_cloud(config, dataset, protocol)
+    cloud = InProcessCloud(llm, config["eval_batch_size"], config["device"])
+    limits = ServiceLimits(config["serve_max_body_bytes"], config["serve_max_history"], config["serve_max_k"])
+    app = create_app(cloud, dataset.field2id_token[dataset.iid_field], version, token=bearer_token(config),
+                     limits=limits, batch_window_ms=config["serve_batch_window_ms"],
+                     max_batch=config["serve_max_batch"])
+    return app, version
+
+
+def serve(config):
+    """Run the service until interrupted (uvicorn; one worker: the model is loaded once)."""
+    import uvicorn
+
+    init_logger(config)
+    app, version = service_app(config)
+    logging.getLogger().info(f"serving cloud LLM version {version} on {config['serve_host']}:{config['serve_port']}")
+    uvicorn.run(app, host=config["serve_host"], port=config["serve_port"], log_level="warning", access_log=False)
