@@ -9,7 +9,7 @@ from recbole.utils import init_logger
 from recbole_lsc.arguments import model_arguments
 from recbole_lsc.deployment.loading import device_bundle
 from recbole_lsc.deployment.process import ServiceProcess
-from recbole_lsc.deployment.replay import run_replay, test_turns
+from recbole_lsc.deployment.replay import run_replay, replay_turns
 from recbole_lsc.deployment.serve import bearer_token, serve
 from recbole_lsc.errors import ConfigError
 from recbole_lsc.experiment.lsc4rec import load_dataset
@@ -54,7 +54,7 @@ def _replay(config, service_args):
     dataset, protocol, srm_config = load_dataset(config)
     srm, bundle = device_bundle(config, dataset, srm_config, config["replay_bundle"])
     item_tokens = list(dataset.field2id_token[dataset.iid_field])
-    turns, token = test_turns(protocol), bearer_token(config)
+    turns, token = replay_turns(protocol), bearer_token(config)
     if config["replay_cloud_url"]:
         if config["replay_stop_cloud_after"] is not None:
             raise ConfigError("replay_stop_cloud_after stops a service the replay started; drop replay_cloud_url")

@@ -35,7 +35,7 @@ class UserTurn:
     target: int
 
 
-def test_turns(protocol):
+def replay_turns(protocol):
     """The test users in protocol order (the order of the simulation's per-user vectors)."""
     samples = protocol.samples("test")
     stale_end = protocol.history_end(samples, "stale")

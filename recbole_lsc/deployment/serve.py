@@ -39,11 +39,12 @@ def bearer_token(config):
 
 def service_app(config):
     """``(app, version)``: the FastAPI app serving the trained cloud of ``config``."""
+    token = bearer_token(config)  # a bad token file stops before anything is loaded
     dataset, protocol, _ = load_dataset(config)
     llm, version = trained_cloud(config, dataset, protocol)
     cloud = InProcessCloud(llm, config["eval_batch_size"], config["device"])
     limits = ServiceLimits(config["serve_max_body_bytes"], config["serve_max_history"], config["serve_max_k"])
-    app = create_app(cloud, dataset.field2id_token[dataset.iid_field], version, token=bearer_token(config),
+    app = create_app(cloud, dataset.field2id_token[dataset.iid_field], version, token=token,
                      limits=limits, batch_window_ms=config["serve_batch_window_ms"],
                      max_batch=config["serve_max_batch"])
     return app, version
