@@ -10,7 +10,8 @@ import torch
 from recbole_lsc.cloud.source import InProcessCloud
 from recbole_lsc.experiment.lists import CloudLists
 from recbole_lsc.experiment.lsc4rec import collaboration, load_data, srm_ranks
-from recbole_lsc.experiment.stages import _fine_tuning_samples, cloud_window_loader
+import recbole_lsc.experiment.stages as stages_module
+from recbole_lsc.experiment.stages import FineTuningStages, _fine_tuning_samples, cloud_window_loader, replay_rows
 from recbole_lsc.lsc4rec import LSC4Rec
 from recbole_lsc.quick_start import build_config
 from recbole_lsc.utils import get_model
@@ -102,3 +103,25 @@ def test_device_training_windows(setting):
     assert torch.equal(retraining[srm.fields["item"]], torch.from_numpy(protocol.targets(fresh)))
     assert not set(zip(fresh.user.tolist(), fresh.position.tolist())) & set(
         zip(cloud_seen.user.tolist(), cloud_seen.position.tolist()))
+
+
+def test_retraining_replays_older_local_samples_beside_the_fresh_window(setting, monkeypatch):
+    config, data, srm, lists = setting
+    protocol = data.protocol
+    fresh, older = protocol.samples("retrain"), protocol.samples("llm_train")
+    rows = replay_rows(protocol, 1.5, seed=3)
+    assert len(rows) == round(1.5 * len(fresh)) and len(set(rows.tolist())) == len(rows)
+    assert rows.min() >= 0 and rows.max() < len(older) and np.array_equal(rows, np.sort(rows))
+    assert np.array_equal(rows, replay_rows(protocol, 1.5, seed=3)) and not np.array_equal(rows, replay_rows(protocol, 1.5, seed=4))
+    assert len(replay_rows(protocol, 0.0, seed=3)) == 0 and len(replay_rows(protocol, 1e9, seed=3)) == len(older)
+    seen = []
+    monkeypatch.setattr(stages_module, "fine_tune", lambda srm_, stage, interaction, loss_of, *a, **k: seen.append(
+        (interaction, loss_of)) or (srm_, {}))
+    stages = FineTuningStages({**config.final_config_dict, "retrain_replay": 1.5, "seed": 3}, lists, protocol)
+    stages.retraining(srm, "candidates")
+    interaction, _ = seen[0]
+    targets = np.r_[protocol.targets(fresh), protocol.targets(older)[rows]]
+    assert torch.equal(interaction[srm.fields["item"]], torch.from_numpy(targets))  # fresh window first, then replay
+    retrain_lists = stages._retraining_lists(rows)
+    assert torch.equal(retrain_lists.item_ids[: len(fresh)], lists.get("retrain", "stale").item_ids)
+    assert torch.equal(retrain_lists.item_ids[len(fresh):], lists.get("llm_train", "stale").item_ids[rows])

@@ -21,6 +21,8 @@ from recbole_lsc.evaluation.ranks import catalogue_ranks, list_ranks
 class RerankValidation:
     """``valid_metric`` of an SRM re-ranking fixed candidate lists with fresh histories."""
 
+    name = "re-rank"
+
     def __init__(self, interaction, lists, targets, config):
         self.interaction, self.lists, self.targets = interaction, lists, targets
         self.config = config
@@ -70,14 +72,14 @@ def fine_tune(srm, stage, interaction, loss_of, validate, epochs, learning_rate,
     best_state, best_epoch = None, -1
     optimizer = torch.optim.Adam(tuned.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(config["seed"])
-    started = time.time()
+    started, what = time.time(), getattr(validate, "name", "score")
     for epoch in range(epochs):
         order = torch.randperm(len(interaction), generator=generator)
         _train_epoch(tuned, optimizer, interaction, loss_of, order, config, f"{stage} epoch {epoch}")
         score = validate(tuned)
-        logger.info(f"{stage} epoch {epoch}: valid re-rank {config['valid_metric']} {score:.4f}")
+        logger.info(f"{stage} epoch {epoch}: valid {what} {config['valid_metric']} {score:.4f}")
         if tensorboard is not None:
-            tensorboard.add_scalar(f"{stage}/Valid/re-rank {config['valid_metric']}", score, epoch)
+            tensorboard.add_scalar(f"{stage}/Valid/{what} {config['valid_metric']}", score, epoch)
         if score > best_score:
             best_score, best_epoch, best_state = score, epoch, copy.deepcopy(tuned.state_dict())
     kept = best_state is not None
