@@ -14,12 +14,16 @@ from recbole_lsc.errors import ConfigError, LSCError
 from recbole_lsc.leaderboard.command import main as benchmark
 from recbole_lsc.quick_start import run_recbole_lsc
 
+SERVE_EXTRA = ("fastapi", "starlette", "uvicorn", "httpx")
+
 
 def deployment(command, argv):
     """``serve`` / ``replay``: imported only when asked for (they need the serve extra)."""
     try:
         from recbole_lsc.deployment import commands
     except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in SERVE_EXTRA:
+            raise
         raise ConfigError(f"`recbole-lsc {command}` needs the serve extra ({err.name} is not installed): "
                           "pip install 'recbole-lsc[serve]' (or -e '.[serve]' in a checkout)") from None
     return {"serve": commands.serve_main, "replay": commands.replay_main}[command](argv)

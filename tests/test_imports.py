@@ -8,7 +8,7 @@ import recbole_lsc
 PACKAGE_DIR = os.path.dirname(recbole_lsc.__file__)
 # imports allowed inside functions: optional or slow packages only a few code paths need, and the
 # deployment commands (they need the optional serve extra: fastapi, uvicorn, httpx)
-LAZY_ALLOWED = {"peft", "ray", "uvicorn", "recbole_lsc.deployment.commands"}
+LAZY_ALLOWED = {"peft", "ray", "uvicorn", "recbole_lsc.deployment"}
 
 
 def lazily_allowed(module):
