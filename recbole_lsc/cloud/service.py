@@ -43,7 +43,7 @@ class MicroBatcher:
 
     The first waiting request opens a window of ``window_s`` seconds; the batch closes when it
     ends or holds ``max_batch`` requests, is right-padded and run on one worker thread (the
-    model is never run twice at once), and each request gets its own rows, cut to its ``k``.
+    model is never run twice at once), and each request gets its own row.
     """
 
     def __init__(self, cloud, window_s=0.002, max_batch=64):
@@ -79,12 +79,20 @@ class MicroBatcher:
         return batch
 
     def _answer(self, batch):
-        width = max(len(history) for history, _, _ in batch)
-        seq = torch.zeros(len(batch), width, dtype=torch.long)
-        for row, (history, _, _) in enumerate(batch):
-            seq[row, : len(history)] = torch.tensor(history, dtype=torch.long)
-        length = torch.tensor([len(history) for history, _, _ in batch])
-        return self.cloud.candidates(seq, length, max(k for _, k, _ in batch))
+        """One forward pass per distinct ``k`` in the batch (a device asks for its C, so usually
+        one): ``[(item ids, scores, model id, history length) per request]``."""
+        answers = [None] * len(batch)
+        for k in sorted({k for _, k, _ in batch}):
+            rows = [row for row, (_, wanted, _) in enumerate(batch) if wanted == k]
+            histories = [batch[row][0] for row in rows]
+            seq = torch.zeros(len(rows), max(map(len, histories)), dtype=torch.long)
+            for index, history in enumerate(histories):
+                seq[index, : len(history)] = torch.tensor(history, dtype=torch.long)
+            lists = self.cloud.candidates(seq, torch.tensor([len(history) for history in histories]), k)
+            for index, row in enumerate(rows):
+                answers[row] = (lists.item_ids[index].tolist(), lists.scores[index].tolist(), lists.model_id,
+                                int(lists.history_len[index]))
+        return answers
 
     async def _loop(self):
         loop = asyncio.get_running_loop()
@@ -99,10 +107,9 @@ class MicroBatcher:
                     if not future.done():
                         future.set_exception(err)
                 continue
-            for row, (_, k, future) in enumerate(batch):
+            for (_, _, future), answer in zip(batch, lists):
                 if not future.done():
-                    future.set_result((lists.item_ids[row, :k].tolist(), lists.scores[row, :k].tolist(),
-                                       lists.model_id, int(lists.history_len[row])))
+                    future.set_result(answer)
 
 
 class CandidateRequests:
