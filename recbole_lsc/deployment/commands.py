@@ -7,7 +7,7 @@ import torch
 from recbole.utils import init_logger
 
 from recbole_lsc.arguments import model_arguments
-from recbole_lsc.deployment.loading import device_bundle
+from recbole_lsc.deployment.loading import check_bundle_folder, device_bundle
 from recbole_lsc.deployment.process import ServiceProcess
 from recbole_lsc.deployment.replay import run_replay, replay_turns
 from recbole_lsc.deployment.serve import bearer_token, serve
@@ -51,6 +51,7 @@ def _replay(config, service_args):
     if not config["replay_bundle"]:
         raise ConfigError("replay needs --replay_bundle=<run folder>/device/<candidates|full> (a LSC4Rec run writes "
                           "one per device_catalogue setting next to its results.json)")
+    check_bundle_folder(config["replay_bundle"])  # before the dataset is loaded
     dataset, protocol, srm_config = load_dataset(config)
     srm, bundle = device_bundle(config, dataset, srm_config, config["replay_bundle"])
     item_tokens = list(dataset.field2id_token[dataset.iid_field])

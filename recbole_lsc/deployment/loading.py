@@ -5,7 +5,7 @@ import os
 
 from recbole_lsc.cloud.llmrec import LLMRec
 from recbole_lsc.cloud.store import entry_path, llm_key, load_trained_llm
-from recbole_lsc.device.bundle import DeviceBundle, tokens_digest
+from recbole_lsc.device.bundle import CONFIG_NAME, DeviceBundle, tokens_digest
 from recbole_lsc.device.srm import DeviceSRM
 from recbole_lsc.errors import ConfigError
 from recbole_lsc.utils import get_model
@@ -26,11 +26,19 @@ def trained_cloud(config, dataset, protocol):
     return llm.eval(), key
 
 
-def device_bundle(config, dataset, srm_config, folder):
-    """``(srm, bundle)`` of the device bundle in ``folder`` (see :mod:`recbole_lsc.device.bundle`)."""
+def check_bundle_folder(folder):
+    """Refuse a bundle folder that does not exist or holds no bundle (ConfigError, one line)."""
     if not os.path.isdir(folder):
         raise ConfigError(f"device bundle folder '{folder}' does not exist; pass replay_bundle=<run folder>/device/"
                           "<candidates|full> of a finished LSC4Rec run")
+    if not os.path.isfile(os.path.join(folder, CONFIG_NAME)):
+        raise ConfigError(f"'{folder}' holds no device bundle ({CONFIG_NAME}); pass the device/<candidates|full> "
+                          "folder a LSC4Rec run wrote next to its results.json")
+
+
+def device_bundle(config, dataset, srm_config, folder):
+    """``(srm, bundle)`` of the device bundle in ``folder`` (see :mod:`recbole_lsc.device.bundle`)."""
+    check_bundle_folder(folder)
     srm = DeviceSRM(get_model(config["srm"])(srm_config, dataset), srm_config, dataset).to(config["device"])
     bundle = DeviceBundle.from_pretrained(folder, srm, device=config["device"])
     if bundle.item_tokens_sha256 != tokens_digest(dataset.field2id_token[dataset.iid_field]):
