@@ -41,15 +41,16 @@ class BadRequest(Exception):
 class MicroBatcher:
     """Answers concurrent histories with one ``cloud.candidates`` call per micro-batch.
 
-    The first waiting request opens a window of ``window_s`` seconds; the batch closes when it
-    ends or holds ``max_batch`` requests, is right-padded and run on one worker thread (the
-    model is never run twice at once), and each request gets its own row.
+    A batch takes every request waiting when the worker is free (they queued while the previous
+    batch ran: no wait at all when the service is idle), plus those arriving within
+    ``window_s`` seconds (0: none), up to ``max_batch``; it is right-padded and run on one
+    worker thread (the model is never run twice at once), and each request gets its own row.
     """
 
-    def __init__(self, cloud, window_s=0.002, max_batch=64):
+    def __init__(self, cloud, window_s=0.0, max_batch=64):
         self.cloud, self.window_s, self.max_batch = cloud, window_s, max_batch
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloud-batch")
-        self.queue, self.task, self.batches = None, None, 0
+        self.queue, self.task, self.batches, self.answered = None, None, 0, 0
 
     async def start(self):
         self.queue = asyncio.Queue()
@@ -66,7 +67,11 @@ class MicroBatcher:
         return await future
 
     async def _collect(self):
+        """The next batch: the first waiting request, every request already waiting (they queued
+        while the previous batch ran), then whatever arrives within the window."""
         batch = [await self.queue.get()]
+        while len(batch) < self.max_batch and not self.queue.empty():
+            batch.append(self.queue.get_nowait())
         deadline = asyncio.get_running_loop().time() + self.window_s
         while len(batch) < self.max_batch:
             left = deadline - asyncio.get_running_loop().time()
@@ -78,6 +83,7 @@ class MicroBatcher:
                 break
         return batch
 
+    @torch.inference_mode()
     def _answer(self, batch):
         """One forward pass per distinct ``k`` in the batch (a device asks for its C, so usually
         one): ``[(item ids, scores, model id, history length) per request]``."""
@@ -98,7 +104,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            self.batches += 1
+            self.batches, self.answered = self.batches + 1, self.answered + len(batch)
             try:
                 lists = await loop.run_in_executor(self.executor, self._answer, batch)
             except Exception as err:  # the batch fails, the service does not
@@ -173,7 +179,7 @@ def _authorised(request, token):
     return hmac.compare_digest(given.encode("utf-8"), f"Bearer {token}".encode("utf-8"))
 
 
-def create_app(cloud, item_tokens, model_version, token=None, limits=ServiceLimits(), batch_window_ms=2.0,
+def create_app(cloud, item_tokens, model_version, token=None, limits=ServiceLimits(), batch_window_ms=0.0,
                max_batch=64):
     """The FastAPI app serving ``cloud`` (an :class:`~recbole_lsc.cloud.source.InProcessCloud`).
 
@@ -200,7 +206,7 @@ def create_app(cloud, item_tokens, model_version, token=None, limits=ServiceLimi
     async def health():
         return {"status": "ok", "model_id": cloud.model_id, "model_version": model_version,
                 "items": len(item_tokens) - 1, "max_history": cloud.max_history, "limits": limits.__dict__,
-                "auth": token is not None}
+                "auth": token is not None, "answered": batcher.answered, "forward_passes": batcher.batches}
 
     @app.post("/candidates")
     async def candidates(request: Request):
