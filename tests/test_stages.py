@@ -12,7 +12,7 @@ import recbole_lsc.cloud.trainer as cloud_trainer
 import recbole_lsc.experiment.stages as stages_module
 from recbole_lsc.channel import CandidateList
 from recbole_lsc.device.srm import DeviceSRM
-from recbole_lsc.device.training import fine_tune
+from recbole_lsc.device.training import CatalogueValidation, fine_tune
 from recbole_lsc.experiment.seeds import aggregate_curve, aggregate_rows, policy_tests, with_seed
 from recbole_lsc.protocol import DeviceCloudProtocol
 
@@ -78,6 +78,17 @@ def test_fine_tuning_keeps_the_best_improving_epoch_and_leaves_its_input_unchang
     assert tuned is not srm and torch.equal(srm.model.scores.detach(), before)
     assert log["kept"] and log["best_epoch"] == 2 and log["valid_after"] > log["valid_before"]
     assert float(tuned.model.scores.detach()[2]) == pytest.approx(log["valid_after"], abs=1e-6)
+
+
+def test_full_ranking_validation_by_hand():
+    srm = device_srm()
+    with torch.no_grad():
+        srm.model.scores.copy_(torch.tensor([5.0, 1.0, 2.0, 0.5, -1.0, 0.3]))  # item 0 is padding: never ranked
+    config = {**CONFIG, "eval_batch_size": 2}
+    # target 2 is first (NDCG 1), target 3 third behind items 2 and 1 (1 / log2(4) = 0.5), target 4 last (1 / log2(6))
+    validate = CatalogueValidation(batch_of([2, 3, 4]), config)
+    assert validate(srm) == pytest.approx((1.0 + 0.5 + 1 / math.log2(6)) / 3)
+    assert validate.name == "full ranking"
 
 
 def test_fine_tuning_that_never_beats_the_start_is_undone():

@@ -37,6 +37,8 @@ class CatalogueValidation:
     """``valid_metric`` of an SRM ranking the whole item table with fresh histories: the list a
     device that holds the table shows at alpha = 0."""
 
+    name = "full ranking"
+
     def __init__(self, interaction, config):
         self.interaction, self.config = interaction, config
 

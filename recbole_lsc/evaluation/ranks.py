@@ -20,10 +20,9 @@ def catalogue_ranks(score_fn, interaction, batch_size, target_field):
     ranks = []
     for start in range(0, len(interaction), batch_size):
         batch = interaction[start : start + batch_size]
-        scores = score_fn(batch).float().cpu()
-        scores[:, 0] = -torch.inf
+        scores = score_fn(batch).float().cpu()  # not written to: it may be the model's own tensor
         target = scores.gather(1, batch[target_field].cpu().unsqueeze(1))
-        ranks.append((scores > target).sum(1))
+        ranks.append((scores[:, 1:] > target).sum(1))  # column 0, padding, is never ranked
     return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
 
 
