@@ -241,3 +241,36 @@ def test_sampled_softmax_loss_is_the_cross_entropy_over_its_items(setup):
     by_hand = torch.nn.functional.cross_entropy(hidden @ model.item_embedding.weight[ids].T,
                                                 torch.searchsorted(ids, targets))
     assert torch.allclose(sampled, by_hand) and sampled < full  # fewer competitors, a smaller loss
+
+
+def test_item_text_joins_the_configured_fields(tiny_config):
+    columns = {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "movie_title", "release_year", "class"]}
+    dataset = create_dataset(make_config(tiny_config, load_col=columns))
+    texts = item_titles(dataset, ["movie_title", "release_year", "class"])
+    assert texts[dataset.token2id("item_id", "50")] == "Star Wars, 1977, Action Adventure Romance Sci-Fi War"
+    assert texts[0] == "" and item_titles(dataset, "movie_title") == item_titles(dataset, ["movie_title"])
+    with pytest.raises(ConfigError, match="empty list"):
+        item_titles(dataset, [])
+    with pytest.raises(ConfigError, match="'genre' is not loaded"):
+        item_titles(dataset, ["movie_title", "genre"])
+
+
+def test_prompt_and_item_text_fields_reach_a_pretrained_backbone(tiny_config, tmp_path):
+    from transformers import AutoTokenizer
+
+    folder = str(tmp_path / "local-llama")
+    columns = {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "movie_title", "release_year"]}
+    probe = create_dataset(make_config(tiny_config, load_col=columns))
+    texts = item_titles(probe, ["movie_title", "release_year"])
+    _save_local_llama(folder, " ".join(texts).replace(",", " , ").split() + ["movies", ":"])
+    config = make_config(tiny_config, load_col=columns, llm_backbone=folder, llm_prompt="movies :",
+                         llm_item_text_field=["movie_title", "release_year"])
+    dataset = create_dataset(config)
+    model = LLMRec(config, dataset)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert model.prompt_ids.tolist() == tokenizer("movies :")["input_ids"]
+    star_wars = dataset.token2id("item_id", "50")
+    ids = tokenizer("Star Wars, 1977", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 4  # Star, Wars, ",", 1977: the year is read too
+    table = model.backbone.get_input_embeddings().weight
+    assert torch.allclose(model.item_embedding.weight[star_wars], table[ids].mean(0))
