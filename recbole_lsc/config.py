@@ -75,6 +75,7 @@ _CHOICES = {
     "llm_select_on": ("fresh", "stale"),
     "coop_loss": COOP_LOSSES,
     "srm_train_window": ("cloud", "all"),
+    "llm_autocast": ("auto", "bf16", "off"),
 }
 
 

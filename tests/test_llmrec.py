@@ -274,3 +274,60 @@ def test_prompt_and_item_text_fields_reach_a_pretrained_backbone(tiny_config, tm
     assert len(ids) == 4  # Star, Wars, ",", 1977: the year is read too
     table = model.backbone.get_input_embeddings().weight
     assert torch.allclose(model.item_embedding.weight[star_wars], table[ids].mean(0))
+
+
+def test_bf16_autocast_keeps_candidates_valid_unique_and_sorted(tiny_config):
+    config = make_config(tiny_config, llm_autocast="bf16")
+    dataset = create_dataset(config)
+    protocol = DeviceCloudProtocol.from_dataset(dataset, config["cloud_lag"])
+    torch.manual_seed(0)
+    model = LLMRec(config, dataset).eval()
+    assert model.autocast_dtype == torch.bfloat16
+    batch = protocol.interaction(protocol.samples("test"), "fresh", 8, model_fields(model))
+    with torch.no_grad():
+        ids, scores = model.top_candidates(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN], 20)
+        model.autocast_dtype = None
+        exact_ids, _ = model.top_candidates(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN], 20)
+    assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
+    assert ((ids >= 1) & (ids < dataset.item_num)).all()
+    assert all(len(set(row.tolist())) == 20 for row in ids)
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    overlap = np.mean([len(set(a.tolist()) & set(b.tolist())) / 20 for a, b in zip(ids, exact_ids)])
+    assert overlap > 0.8  # bf16 moves near-ties only
+
+
+def test_autocast_auto_is_float32_on_the_cpu_and_bad_modes_are_refused(tiny_config):
+    from recbole_lsc.cloud.llmrec import autocast_dtype
+
+    assert autocast_dtype("auto", "cpu") is None and autocast_dtype("off", "cpu") is None
+    assert autocast_dtype("bf16", "cpu") == torch.bfloat16
+    with pytest.raises(ConfigError, match="llm_autocast' must be one of auto, bf16, off"):
+        LSCConfig("LLMRec", "mltiny", config_dict={**tiny_config, **TINY_LLM, "llm_autocast": "fp8"})
+
+
+def test_lora_training_reduces_the_loss_and_checkpointing_gives_the_same_gradients(tiny_config, tmp_path):
+    from recbole_lsc.cloud.trainer import LLMRecTrainer
+
+    folder = str(tmp_path / "local-llama")
+    probe = create_dataset(make_config(tiny_config))
+    _save_local_llama(folder, " ".join(item_titles(probe, "movie_title")).split())
+    losses = {}
+    for checkpointing in (False, True):
+        config = make_config(tiny_config, llm_backbone=folder, llm_lora=True, llm_lora_r=4, llm_learning_rate=0.01,
+                             llm_gradient_checkpointing=checkpointing, llm_dropout=0.0, llm_lora_dropout=0.0)
+        dataset = create_dataset(config)
+        protocol = DeviceCloudProtocol.from_dataset(dataset, config["cloud_lag"])
+        torch.manual_seed(0)
+        model = LLMRec(config, dataset)
+        items, lengths = (torch.from_numpy(a[:32]) for a in protocol.cloud_training_windows(8))
+        model.train()
+        loss = model.window_loss(items, lengths)
+        loss.backward()
+        losses[checkpointing] = (loss.item(), model.item_embedding.weight.grad.clone())
+        trainer = LLMRecTrainer(config, model, protocol)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config["llm_learning_rate"])
+        epochs = [trainer._train_epoch(trainer._loader(), optimizer, params, epoch, False) for epoch in range(4)]
+        assert epochs[-1] < epochs[0] - 0.05  # the toy task is learnt
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-5)
+    assert torch.allclose(losses[True][1], losses[False][1], atol=1e-6)

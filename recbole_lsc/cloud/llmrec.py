@@ -8,6 +8,7 @@ beam search over digit strings). With a pretrained backbone the item tokens star
 mean embedding of their title's tokens and the backbone is tuned with peft LoRA.
 """
 
+import contextlib
 import copy
 import json
 import logging
@@ -31,6 +32,7 @@ ARCHITECTURE_KEYS = (
     "llm_lora", "llm_lora_r", "llm_lora_alpha", "llm_lora_dropout", "llm_lora_targets",
     "llm_item_text_field", "llm_prompt",
 )
+# llm_autocast and llm_gradient_checkpointing change how it computes, not what it is
 
 
 class LLMRec(SequentialRecommender):
@@ -62,6 +64,9 @@ class LLMRec(SequentialRecommender):
         if config["llm_lora"] and not _is_peft(self.backbone):
             self.backbone = wrap_lora(self.backbone, config)
         self.input_dropout = nn.Dropout(config["llm_dropout"])
+        self.autocast_dtype = autocast_dtype(config["llm_autocast"], config["device"])
+        if config["llm_gradient_checkpointing"]:
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.loss_fct = nn.CrossEntropyLoss()
 
     # ----------------------------------------------------------------- set-up
@@ -105,7 +110,14 @@ class LLMRec(SequentialRecommender):
             ],
             dim=1,
         )
-        return self._decoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        with self._autocast():
+            hidden = self._decoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        return hidden.float()  # the catalogue softmax runs in float32
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.item_embedding.weight.device.type, dtype=self.autocast_dtype)
 
     def forward(self, item_seq, item_seq_len):
         """Hidden state after the last history item (after the prompt for an empty history)."""
@@ -224,6 +236,21 @@ class LLMRec(SequentialRecommender):
         model = cls(config, dataset, backbone=backbone)
         model.item_embedding.weight.data.copy_(load_file(os.path.join(folder, "item_embedding.safetensors"))["weight"])
         return model
+
+
+AUTOCAST_MODES = ("auto", "bf16", "off")
+
+
+def autocast_dtype(mode, device):
+    """The decoder's autocast dtype for ``llm_autocast``: bfloat16 with ``bf16``, or with
+    ``auto`` on a CUDA device that supports it; None (float32) otherwise. A CPU without bf16
+    units gains nothing from it, so ``auto`` leaves the CPU in float32."""
+    if mode not in AUTOCAST_MODES:
+        raise ConfigError(f"llm_autocast must be one of {', '.join(AUTOCAST_MODES)}, got {mode!r}")
+    device = torch.device(device)
+    if mode == "bf16" or (mode == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return None
 
 
 def _is_peft(module):
