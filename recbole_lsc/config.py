@@ -47,14 +47,15 @@ _INT_KEYS = (
     "MAX_ITEM_LIST_LENGTH", "hidden_size", "embedding_size", "inner_size", "n_layers",
     "n_heads", "num_layers", "cloud_lag", "worker", "candidate_num", "seeds", "llm_max_len",
     "llm_epochs", "llm_batch_size", "coop_epochs", "retrain_epochs", "llm_softmax_items",
-    "serve_port", "serve_max_batch", "serve_max_body_bytes", "serve_max_history", "serve_max_k", "replay_clients",
+    "serve_port", "serve_threads", "serve_max_batch", "serve_max_body_bytes", "serve_max_history", "serve_max_k",
+    "replay_clients",
 )
 _FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob",
                "retrain_replay", "serve_batch_window_ms", "request_timeout", "replay_stop_cloud_after")
 _STR_KEYS = ("results_dir", "checkpoint_dir", "data_path", "serve_host", "serve_token_file", "replay_bundle",
              "replay_cloud_url")
 _NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step", "coop_epochs", "retrain_epochs", "eval_step",
-                     "llm_softmax_items", "retrain_replay", "serve_port", "serve_batch_window_ms")
+                     "llm_softmax_items", "retrain_replay", "serve_port", "serve_batch_window_ms", "serve_threads")
 _POSITIVE_KEYS = (
     "epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "candidate_num",
     "seeds", "llm_max_len", "llm_epochs", "llm_batch_size",

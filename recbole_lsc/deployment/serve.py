@@ -11,6 +11,8 @@ file ``serve_token_file`` or the ``RECBOLE_LSC_TOKEN`` environment variable.
 import logging
 import os
 
+import torch
+
 from recbole.utils import init_logger
 
 from recbole_lsc.cloud.service import ServiceLimits, create_app
@@ -55,6 +57,8 @@ def serve(config):
     import uvicorn
 
     init_logger(config)
+    if config["serve_threads"]:
+        torch.set_num_threads(config["serve_threads"])
     app, version = service_app(config)
     logging.getLogger().info(f"serving cloud LLM version {version} on {config['serve_host']}:{config['serve_port']}")
     uvicorn.run(app, host=config["serve_host"], port=config["serve_port"], log_level="warning", access_log=False)
