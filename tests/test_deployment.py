@@ -167,11 +167,18 @@ def test_bearer_token_is_required_when_set(world):
     ({"history": ["1"], "k": 10 ** 6}, 422, "k must be between 1 and"),
     ({"history": ["1"], "k": "5"}, 422, "k must be an integer"),
     ({"history": ["1"], "k": True}, 422, "k must be an integer"),
+    ({"history": ["1"]}, 422, "k is missing"),
+    ({"history": [{"a": 1}, ["b"]], "k": 3}, 422, "history items must be item tokens"),
+    ({"history": [True], "k": 3}, 422, "history items must be item tokens"),
+    (b'{"history": ["1"], "k": ' + b"9" * 9000 + b"}", 413, "at most 8192"),
+    (b'{"history": ["1"], "k": ' + b"9" * 4400 + b"}", 400, "not JSON this service reads"),
+    (b"[" * 2000 + b"]" * 2000, 400, "not JSON this service reads"),
+    (b"\xff\xfe{", 400, "not JSON"),
     ({"history": ["1"] * 31, "k": 3}, 413, "at most 30"),
-    ({"history": ["1"], "k": 3, "pad": "x" * 5000}, 413, "at most 4096"),
+    ({"history": ["1"], "k": 3, "pad": "x" * 9000}, 413, "at most 8192"),
 ])
 def test_bad_requests_get_a_clear_4xx_and_the_service_keeps_running(world, body, status, says):
-    limits = ServiceLimits(max_body_bytes=4096, max_history=30, max_k=50)
+    limits = ServiceLimits(max_body_bytes=8192, max_history=30, max_k=50)
     with LoopbackServer(app_of(world, limits=limits)) as server:
         answer = post(server.url, body)
         after = post(server.url, {"history": [world["tokens"][1]], "k": 3})
@@ -182,7 +189,7 @@ def test_bad_requests_get_a_clear_4xx_and_the_service_keeps_running(world, body,
 def always_bundle(world, device_catalogue="candidates", always=True):
     """A bundle whose device asks for a fresh list every time (or never)."""
     return DeviceBundle(srm="SASRec", device_catalogue=device_catalogue, alpha_stale=0.5, alpha_fresh=0.5,
-                        fusion_norm="prob", candidate_num=10, cloud_lag=2, metric_by_rank=[1.0] * 10,
+                        fusion_norm="prob", candidate_num=10, cloud_lag=2, metric_by_rank=[1.0] * 10, cloud_history=8,
                         request=RequestRule("always" if always else "never", 1.0 if always else 0.0, 7, always=always),
                         cloud_model_id="LLMRec", item_tokens_sha256=tokens_digest(world["tokens"]))
 
@@ -204,7 +211,7 @@ def test_device_serves_its_cached_list_when_the_cloud_is_down(world):
     cached._cached[turn.user] = device._cached[turn.user]  # the list the device held when the cloud went down
     expected = cached.recommend(turn.user, turn.fresh)
     assert torch.equal(down.item_ids, expected.item_ids) and torch.equal(down.scores, expected.scores)
-    assert [ok for *_, ok in cloud.calls] == [True, True, False]
+    assert [call.ok for call in cloud.calls] == [True, True, False]
 
 
 def test_device_never_waits_past_its_timeout_for_a_slow_cloud(world):

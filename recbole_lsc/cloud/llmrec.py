@@ -32,7 +32,7 @@ ARCHITECTURE_KEYS = (
     "llm_lora", "llm_lora_r", "llm_lora_alpha", "llm_lora_dropout", "llm_lora_targets",
     "llm_item_text_field", "llm_prompt",
 )
-# llm_autocast and llm_gradient_checkpointing change how it computes, not what it is
+# llm_autocast and llm_gradient_checkpointing change how it computes, not its architecture
 
 
 class LLMRec(SequentialRecommender):

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import reprlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -129,9 +130,9 @@ class CandidateRequests:
     def parse(self, body):
         try:
             payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise BadRequest(400, f"request body is not JSON ({err.__class__.__name__}: {err}); send "
-                                  '{"history": [item tokens], "k": N}') from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:  # JSONDecodeError is a ValueError
+            raise BadRequest(400, f"request body is not JSON this service reads ({err.__class__.__name__}: "
+                                  f"{str(err)[:80]}); send " '{"history": [item tokens], "k": N}') from None
         if not isinstance(payload, dict) or not isinstance(payload.get("history"), list):
             raise BadRequest(422, 'expected a JSON object {"history": [item tokens, oldest first], "k": N}')
         return self._history(payload["history"]), self._k(payload.get("k"), payload["history"])
@@ -139,24 +140,38 @@ class CandidateRequests:
     def _history(self, history):
         if not history:
             raise BadRequest(422, "history is empty; send at least one item token")
+        if not all(isinstance(token, str) or (isinstance(token, int) and not isinstance(token, bool))
+                   for token in history):
+            raise BadRequest(422, "history items must be item tokens (strings, or integers for numeric tokens)")
         if len(history) > self.limits.max_history:
             raise BadRequest(413, f"history has {len(history)} items; at most {self.limits.max_history}")
         unknown = [token for token in history if str(token) not in self.item_ids]
         if unknown:
-            shown = ", ".join(repr(token) for token in unknown[:5])
+            shown = ", ".join(_short(token) for token in unknown[:5])
             raise BadRequest(422, f"{len(unknown)} unknown item token(s) in history: {shown}; send tokens of the "
                                   "dataset's item_id column")
         return [self.item_ids[str(token)] for token in history][-self.max_history:]
 
     def _k(self, k, history):
+        if k is None:
+            raise BadRequest(422, 'k is missing; send {"history": [...], "k": N}')
         if isinstance(k, bool) or not isinstance(k, int):
-            raise BadRequest(422, f"k must be an integer, got {k!r}")
+            raise BadRequest(422, f"k must be an integer, got {_short(k)}")
         read = history[-self.max_history:]
         available = len(self.item_tokens) - 1 - (len(set(map(str, read))) if self.mask_history else 0)
         limit = min(self.limits.max_k, available)
         if not 1 <= k <= limit:
-            raise BadRequest(422, f"k must be between 1 and {limit} for this history, got {k}")
+            raise BadRequest(422, f"k must be between 1 and {limit} for this history, got {_short(k)}")
         return k
+
+
+_ECHO = reprlib.Repr()
+_ECHO.maxstring = _ECHO.maxother = _ECHO.maxlong = 40
+
+
+def _short(value):
+    """``repr`` of an echoed value, cut short (a request may send anything)."""
+    return _ECHO.repr(value)
 
 
 async def _read_body(request, limit):
@@ -216,6 +231,10 @@ def create_app(cloud, item_tokens, model_version, token=None, limits=ServiceLimi
             history, k = checks.parse(await _read_body(request, limits.max_body_bytes))
         except BadRequest as err:
             return refuse(err.status, err.message)
+        except Exception as err:  # noqa: BLE001 - whatever a request sends, the service answers and stays up
+            logging.getLogger().exception("unexpected error while reading a request")
+            return refuse(400, f"the request could not be read ({err.__class__.__name__}); send "
+                               '{"history": [item tokens], "k": N}')
         try:
             ids, scores, model_id, history_len = await batcher.submit(history, k)
         except Exception as err:  # noqa: BLE001 - answered, logged by the batcher

@@ -27,7 +27,8 @@ from recbole_lsc.results import package_versions
 CACHE_FORMAT = 2
 # Non-``llm_*`` keys that change the LLM or how its epoch is chosen.
 SHAPING_KEYS = ("cloud_lag", "seed", "reproducibility", "valid_metric", "metrics", "topk")
-_NOT_SHAPING = ("llm_cache_dir",)  # where backbones are cached, not what they are
+# where backbones are cached, and a memory/speed trade-off with the same results: not what the LLM is
+_NOT_SHAPING = ("llm_cache_dir", "llm_gradient_checkpointing")
 
 
 def data_fingerprint(config, dataset, protocol):

@@ -15,7 +15,8 @@ def item_titles(dataset, fields):
 
     Works for ``token`` fields (one string per item, e.g. ML-1M's titles), ``token_seq`` fields
     (RecBole splits them into word ids, e.g. ml-100k's titles; they are joined back with
-    spaces) and ``float`` fields (1995.0 reads "1995"; missing values are empty).
+    spaces) and ``float`` fields (1995.0 reads "1995", 2.5 reads "2.5"; RecBole fills missing
+    floats with the column mean before this sees them, non-finite values are empty).
     """
     names = [fields] if isinstance(fields, str) else list(fields)
     if not names:
@@ -39,7 +40,8 @@ def _field_texts(dataset, field):
     values = column.numpy() if torch.is_tensor(column) else column.values
     kind = dataset.field2type[field]
     if kind == FeatureType.FLOAT:
-        return ["" if not np.isfinite(value) else f"{float(value):g}" for value in values]
+        return ["" if not np.isfinite(value) else (str(int(value)) if float(value).is_integer() else f"{value:.15g}")
+                for value in values]
     vocab = np.asarray(dataset.field2id_token[field], dtype=object)
     if kind == FeatureType.TOKEN_SEQ:
         texts = [" ".join(vocab[np.asarray(row)[np.asarray(row) > 0]]) for row in values]

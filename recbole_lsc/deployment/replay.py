@@ -85,9 +85,10 @@ class Replay:
             self.on_share(self.stop_after)
 
     def _client(self, shard, turns, outcomes, barrier, logs, errors):
-        cloud = self.make_cloud()
-        device = DeviceClient(self.srm, self.bundle, cloud)
+        cloud = device = None
         try:
+            cloud = self.make_cloud()
+            device = DeviceClient(self.srm, self.bundle, cloud)
             for index in shard:
                 device.receive(turns[index].user, turns[index].stale)
             barrier.wait()  # every initial list is out before the first fresh history arrives
@@ -103,8 +104,9 @@ class Replay:
             errors.append(err)
             barrier.abort()
         finally:
-            cloud.close()
-            logs.append((cloud.calls, device.failures))
+            if cloud is not None:
+                cloud.close()
+                logs.append((cloud.calls, device.failures if device is not None else 0))
 
     def run(self, turns):
         outcomes = [Outcome() for _ in turns]
@@ -150,10 +152,11 @@ def replay_report(config, log, turns, simulation):
     expected = np.asarray(simulation["test"], dtype=np.float64)
     same_users = simulation["users"] == [turn.user for turn in turns]
     differs = np.flatnonzero(per_user != expected) if same_users else np.arange(len(turns))
-    ok = [call for call in log.calls if call[3]]
+    ok = [call for call in log.calls if call.ok]
     requested = np.array([outcome.requested for outcome in log.outcomes])
     fresh = np.array([outcome.fresh for outcome in log.outcomes])
     cached = requested & ~fresh  # asked, but served the cached list
+    affected = cached | np.array([outcome.item_ids is None for outcome in log.outcomes])  # a failed call changed them
     report = {
         "users": len(turns), "served": int(sum(o.item_ids is not None for o in log.outcomes)),
         "test": summary(ranks, config),
@@ -162,9 +165,11 @@ def replay_report(config, log, turns, simulation):
         "max_abs_difference": float(np.abs(per_user - expected).max()) if same_users and len(turns) else None,
         "requests": {"asked": int(requested.sum()), "answered": int(fresh.sum()), "ratio": round(float(requested.mean()), 6)},
         "http_calls": len(log.calls), "failures": log.failures,
-        "bytes_per_call": {"up": round(float(np.mean([c[1] for c in ok])), 1) if ok else None,
-                           "down": round(float(np.mean([c[2] for c in ok])), 1) if ok else None},
-        "latency_ms": _percentiles([c[0] for c in ok]),
+        "refused": sum(1 for c in log.calls if c.status is not None and 400 <= c.status < 500),
+        "differing_where_the_cloud_answered": int(len(np.setdiff1d(differs, np.flatnonzero(affected)))),
+        "bytes_per_call": {"up": round(float(np.mean([c.bytes_up for c in ok])), 1) if ok else None,
+                           "down": round(float(np.mean([c.bytes_down for c in ok])), 1) if ok else None},
+        "latency_ms": _percentiles([c.seconds for c in ok]),
         "seconds": round(log.seconds, 3),
         "throughput": {"calls_per_s": round(len(log.calls) / log.seconds, 1) if log.seconds else None,
                        "users_per_s": round(len(turns) / log.seconds, 1) if log.seconds else None},

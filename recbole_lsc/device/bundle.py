@@ -75,6 +75,7 @@ class DeviceBundle:
     request: RequestRule
     cloud_model_id: str
     item_tokens_sha256: str
+    cloud_history: int  # the newest history items the cloud reads (llm_max_len): what a request sends
     simulation: dict = field(default_factory=dict)
 
     def save_pretrained(self, folder, srm_module):

@@ -5,7 +5,7 @@ over HTTP with :class:`~recbole_lsc.device.http_cloud.HttpCloud`).
 It computes exactly what the simulation computes for one user (the batch functions of
 :mod:`recbole_lsc.device.inference` with N = 1), so a replay can be checked against it. When
 the cloud fails (down, slow past the timeout, an error answer) the device keeps serving the
-list it has and counts the failure; it never waits longer than the source's timeout.
+list it has and counts the failure; it never waits longer than the source's timeouts allow.
 """
 
 import threading
@@ -50,7 +50,9 @@ class DeviceClient:
         self.failures = 0
 
     def _fetch(self, history):
-        seq = torch.as_tensor(np.asarray(history, dtype=np.int64)).view(1, -1)
+        """The cloud's list for ``history``; only the newest items the cloud reads are sent."""
+        sent = np.asarray(history, dtype=np.int64)[-self.bundle.cloud_history:]
+        seq = torch.as_tensor(sent).view(1, -1)
         return self.cloud.candidates(seq, torch.tensor([seq.size(1)]), self.bundle.candidate_num)
 
     def _failed(self):

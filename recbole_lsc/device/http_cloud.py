@@ -3,14 +3,15 @@ that calls the candidate service (:mod:`recbole_lsc.cloud.service`) with httpx.
 
 Items travel as the dataset's item tokens (the ids of the atomic files), never as internal
 ids, so a device and a cloud built separately agree on what an item is. One keep-alive
-connection per instance (``httpx.Client``), TCP_NODELAY, and one timeout that bounds every
-phase of a call; any failure (refused, timed out, an error answer) raises
+connection per instance (``httpx.Client``), TCP_NODELAY, and a timeout on every phase of a
+call (connect, send, each read); any failure (refused, timed out, an error answer) raises
 :class:`~recbole_lsc.device.client.CloudUnavailable`. Each call's latency and body bytes up and
 down are recorded in ``calls`` for the replay benchmark.
 """
 
 import socket
 import time
+from typing import NamedTuple
 
 import httpx
 import torch
@@ -21,13 +22,23 @@ from recbole_lsc.device.client import CloudUnavailable
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 
+class Call(NamedTuple):
+    """One HTTP call: its seconds, body bytes up and down, whether it gave a list, its status."""
+
+    seconds: float
+    bytes_up: int
+    bytes_down: int
+    ok: bool
+    status: int = None
+
+
 class HttpCloud:
     """Candidate lists from ``url`` (e.g. ``http://127.0.0.1:8000``).
 
     Args:
         url: the service's base URL.
         item_tokens: the device's item table, ``item_tokens[id]`` = token (index 0 = padding).
-        timeout: seconds a call may take in all, connect included.
+        timeout: seconds each phase of a call (connect, send, each read) may take.
         token: the bearer token the service expects, or None.
     """
 
@@ -37,7 +48,7 @@ class HttpCloud:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(timeout),
                                    transport=httpx.HTTPTransport(socket_options=NODELAY))
-        self.calls = []  # (seconds, bytes up, bytes down, ok)
+        self.calls = []  # one Call per request
 
     def close(self):
         self.client.close()
@@ -46,15 +57,29 @@ class HttpCloud:
         if len(item_seq) != 1:
             raise ValueError("HttpCloud answers one history per call (a device asks for its own user)")
         history = [self.item_tokens[int(item)] for item in item_seq[0, : int(item_len[0])]]
-        started = time.perf_counter()
+        started, status = time.perf_counter(), None
         try:
             response = self.client.post("/candidates", json={"history": history, "k": int(k)})
+            status = response.status_code
             response.raise_for_status()
-            answer = response.json()
-        except (httpx.HTTPError, ValueError) as err:
-            self.calls.append((time.perf_counter() - started, 0, 0, False))
-            raise CloudUnavailable(str(err)) from None
-        self.calls.append((time.perf_counter() - started, len(response.request.content), len(response.content), True))
-        return CandidateList(torch.tensor([[self.item_ids[token_] for token_ in answer["items"]]]),
-                             torch.tensor([answer["scores"]], dtype=torch.float32), answer["model_id"],
-                             torch.tensor([answer["history_len"]]))
+            lists = self._answer(response.json(), k)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as err:
+            self.calls.append(Call(time.perf_counter() - started, 0, 0, False, status))
+            raise CloudUnavailable(_reason(err, status)) from None
+        self.calls.append(Call(time.perf_counter() - started, len(response.request.content), len(response.content),
+                               True, status))
+        return lists
+
+    def _answer(self, answer, k):
+        """The service's JSON answer as a CandidateList; anything else raises ValueError."""
+        items = [self.item_ids[token_] for token_ in answer["items"]]
+        if len(items) != k or len(answer["scores"]) != k:
+            raise ValueError(f"the cloud answered {len(items)} items for k={k}")
+        return CandidateList(torch.tensor([items]), torch.tensor([answer["scores"]], dtype=torch.float32),
+                             answer["model_id"], torch.tensor([answer["history_len"]]))
+
+
+def _reason(err, status):
+    if status is not None and status >= 400:
+        return f"the cloud answered {status}"
+    return f"{err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}"

@@ -28,6 +28,7 @@ def device_bundle(config, collaboration, per_user_test, protocol, dataset, cloud
         metric_by_rank=[float(v) for v in metric_by_rank(config, config["candidate_num"])],
         request=request_rule(config, collaboration), cloud_model_id=cloud_model_id,
         item_tokens_sha256=tokens_digest(dataset.field2id_token[dataset.iid_field]),
+        cloud_history=config["llm_max_len"],
         simulation={"metric": config["valid_metric"].lower(),
                     "users": protocol.samples("test").user.tolist(),
                     "test": [float(v) for v in per_user_test]})

@@ -30,6 +30,7 @@ from recbole_lsc.device.training import (
     CatalogueValidation, RerankValidation, cooperative_loss, fine_tune, list_retraining_loss, retraining_loss,
 )
 from recbole_lsc.experiment.srm import fit_recbole
+from recbole_lsc.protocol import Samples
 
 
 @dataclass
@@ -100,7 +101,8 @@ def replay_rows(protocol, ratio, seed):
 
 
 class FineTuningStages:
-    """Stages 2 and 3, each fine-tuning the SRM it is given; validated on the stale valid lists."""
+    """Stages 2 and 3, each fine-tuning the SRM it is given; validated on the stale valid lists, or
+    (re-training with the item table) on the SRM's full ranking of the valid targets."""
 
     def __init__(self, config, lists, protocol):
         self.config, self.lists, self.protocol = config, lists, protocol
@@ -116,8 +118,10 @@ class FineTuningStages:
     def _run(self, srm, stage, phase, epochs, learning_rate, loss_of, replay=None, device_catalogue="candidates"):
         interaction = _fine_tuning_samples(self.protocol, phase, srm)
         if replay is not None and len(replay):
-            older = _fine_tuning_samples(self.protocol, "llm_train", srm)[torch.from_numpy(replay)]
-            interaction = cat_interactions([interaction, older])
+            older = self.protocol.samples("llm_train")
+            picked = Samples(older.user[replay], older.position[replay])
+            interaction = cat_interactions([interaction, self.protocol.interaction(picked, "fresh", srm.max_len,
+                                                                                   srm.fields)])
         if epochs == 0 or len(interaction) == 0:
             return srm, {"kept": False, "reason": "no epochs or no samples"}
         return fine_tune(srm, stage, interaction, loss_of(), self._validation(srm, device_catalogue), epochs, learning_rate,
