@@ -57,7 +57,7 @@ class RequestRule:
         return policy_priority(self.policy, columns, noise, self._learned) >= self.threshold
 
     def to_dict(self):
-        return {key: value for key, value in asdict(self).items()}
+        return asdict(self)
 
 
 @dataclass
@@ -95,14 +95,14 @@ class DeviceBundle:
         with open(path, encoding="utf-8") as handle:
             try:
                 payload = json.load(handle)
-            except json.JSONDecodeError as err:
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise CheckpointError(f"'{path}' is not valid JSON ({err}); write the bundle again") from None
         if payload.pop("format", None) != BUNDLE_FORMAT:
             raise CheckpointError(f"'{path}' has an unknown bundle format; write it again with this version")
-        payload["request"] = RequestRule(**payload["request"])
         try:
+            payload["request"] = RequestRule(**payload["request"])
             bundle = cls(**payload)
-        except TypeError as err:
+        except (TypeError, KeyError, ValueError) as err:
             raise CheckpointError(f"'{path}' is not a device bundle of this version ({err})") from None
         if bundle.srm != srm_module.name:
             raise CheckpointError(f"'{folder}' holds a {bundle.srm} device, not a {srm_module.name}; pass --srm="

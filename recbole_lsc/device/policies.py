@@ -18,6 +18,14 @@ RULE_FEATURES = {
 }
 
 
+def fixed_decision(policy, ratio):
+    """True (everyone requests) or False (no one) when ``policy`` at ``ratio`` needs no
+    priority: never / always, or a budget of 0 or 1; None for a thresholded decision."""
+    if policy in ("never", "always") or ratio in (0, 1):
+        return policy == "always" or (policy != "never" and ratio == 1)
+    return None
+
+
 def top_share(priority, ratio):
     """Boolean mask of the ``round(ratio * N)`` users with the highest priority (stable)."""
     count = len(priority)

@@ -4,16 +4,16 @@ weights and the configured request policy as one device applies them
 replay against."""
 
 from recbole_lsc.device.bundle import DeviceBundle, RequestRule, tokens_digest
+from recbole_lsc.device.policies import fixed_decision
 from recbole_lsc.evaluation.metrics import metric_by_rank
 
 
 def request_rule(config, collaboration):
     """The configured ``request_policy`` at ``request_ratio`` as one device's threshold rule."""
     policy, ratio, seed = config["request_policy"], config["request_ratio"], config["seed"]
-    never = policy == "never" or (policy != "always" and ratio == 0)
-    always = not never and (policy == "always" or ratio == 1)
-    if never or always:
-        return RequestRule(policy, ratio, seed, always=always)
+    everyone = fixed_decision(policy, ratio)
+    if everyone is not None:  # threshold None: never
+        return RequestRule(policy, ratio, seed, always=everyone)
     learned = collaboration.learned.to_dict() if policy == "learned" else None
     return RequestRule(policy, ratio, seed, threshold=float(collaboration.threshold(policy, ratio, seed)),
                        learned=learned)

@@ -20,7 +20,7 @@ from recbole_lsc.device.fusion import ALPHA_GRID, fuse
 from recbole_lsc.device.inference import candidate_set, request_columns, shown_order
 from recbole_lsc.device.learned import LearnedRequestPolicy
 from recbole_lsc.device.policies import (
-    available_rules, calibrate_threshold, policy_priority, request_noise, top_share,
+    available_rules, calibrate_threshold, fixed_decision, policy_priority, request_noise, top_share,
 )
 from recbole_lsc.evaluation.metrics import mean_metrics, metric_by_rank, metric_values, per_user_metrics, summary
 from recbole_lsc.evaluation.ranks import list_ranks
@@ -119,8 +119,8 @@ class Collaboration:
         """``{phase: mask}`` of requesting users for ``policy`` at ``ratio``."""
         if policy == "oracle":  # labelled ceiling: the users who gain most (and gain at all)
             return {phase: top_share(gain, ratio) & (gain > 0) for phase, gain in self.gain.items()}
-        if policy in ("never", "always") or ratio in (0, 1):
-            everyone = policy == "always" or (policy != "never" and ratio == 1)
+        everyone = fixed_decision(policy, ratio)
+        if everyone is not None:
             return {phase: np.full(len(gain), everyone) for phase, gain in self.gain.items()}
         priority = {phase: self.priority(policy, phase, seed) for phase in ("valid", "test")}
         tau = calibrate_threshold(priority["valid"], ratio)
