@@ -10,7 +10,7 @@ import pytest
 import recbole_lsc.leaderboard.sweep as sweep
 from recbole_lsc.cli import main
 from recbole_lsc.leaderboard import plots
-from recbole_lsc.leaderboard.table import aggregate
+from recbole_lsc.leaderboard.table import aggregate, cost_rows, markdown
 from tests.conftest import write_tiny_ml100k
 
 
@@ -161,6 +161,49 @@ def test_a_failing_job_does_not_lose_the_others_and_marks_the_board_incomplete(t
     board = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
     assert board["complete"] is False
     assert {row["backbone"] for row in board["rows"]} == {"GRU4Rec", "-"}
+
+
+def test_variants_are_swept_labelled_and_compared_in_one_board(tmp_path):
+    runs = runs_for("SASRec", {1: 0.0, 2: 0.0})
+    other = runs_for("SASRec", {1: 0.05, 2: 0.05})
+    for run in other:
+        run["variant"] = "big"
+        run["results"]["results"][3]["test"]["ndcg@10"] = 0.2  # a stronger cloud: LLM fresh 0.2
+        run["results"]["runs"] = [{"stages": {"llm": {"seconds": 30.0, "epochs_trained": 3}}}]
+        run["results"]["cost"] = {"llm_parameters": 1000, "cloud_seconds_per_user": 0.5}
+    rows = aggregate(runs + other, "ndcg@10")
+    by = {(row["variant"], row["method"], row["backbone"]): row for row in rows}
+    # the cloud rows of each variant are kept apart; ranks run across variants
+    assert by[("", "LLMRec (fresh)", "-")]["test"]["ndcg@10"] == pytest.approx(0.07)
+    assert by[("big", "LLMRec (fresh)", "-")]["rank"] == 1
+    assert by[("big", "LSC4Rec", "SASRec")]["test"]["ndcg@10"] == pytest.approx(0.18)
+    costs = {row["variant"]: row for row in cost_rows(runs + other)}
+    assert costs["big"]["llm_seconds_per_epoch"] == pytest.approx(10.0) and costs["big"]["llm_parameters"] == 1000
+    assert costs["-"]["llm_epochs"] is None  # no stage logs: unknown, not zero
+    text = markdown(rows, ["ndcg@10"], {}, cost_rows(runs + other))
+    assert "| rank | variant | method |" in text and "## costs" in text and "| d | big | SASRec | 2 | 1000 |" in text
+
+
+def test_variant_files_name_the_run_folders_and_bad_ones_are_one_line(tmp_path, capsys):
+    write_tiny_ml100k(str(tmp_path / "data"), n_users=30)
+    (tmp_path / "a").mkdir()
+    small, large = tmp_path / "small.yaml", tmp_path / "a" / "large.yaml"
+    small.write_text("fusion_alpha: 0.3\n")
+    large.write_text("fusion_alpha: 0.6\n")
+    base = [f"--data_path={tmp_path / 'data'}", *TINY]
+    jobs, configs = sweep.plan(["mltiny"], ["SASRec"], 1, None, base, str(tmp_path / "lb"), [str(small), str(large)])
+    assert [job.variant for job in jobs] == ["small", "large"]
+    assert [configs[job.config_id]["config"]["fusion_alpha"] for job in jobs] == [0.3, 0.6]
+    assert jobs[0].run_name.split(os.sep)[:2] == ["mltiny", "small"] and jobs[0].config_id != jobs[1].config_id
+    twin = tmp_path / "a" / "small.yaml"
+    twin.write_text("fusion_alpha: 0.9\n")
+    for variants, message in (([str(small), str(twin)], "two variant files are named 'small'"),
+                              ([str(tmp_path / "nope.yaml")], "variant file")):
+        assert main(["benchmark", "--dataset", "mltiny", "--out", str(tmp_path / "lb"), "--variants", *variants,
+                     *base]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "lb").exists()
 
 
 def test_duplicate_names_and_yaml_paths_are_respected(tmp_path):

@@ -3,10 +3,12 @@
 Usage::
 
     recbole-lsc benchmark --srm SASRec GRU4Rec NARM --dataset ml-100k --seeds 3 \\
-        [--config_files a.yaml] [--out leaderboard] [--workers N] [--ray_address ADDR] [--key=value ...]
+        [--variants tiny.yaml smollm2.yaml] [--config_files a.yaml] [--out leaderboard] [--workers N]
+        [--ray_address ADDR] [--key=value ...]
 
-Writes ``<out>/leaderboard.{md,csv,json}``, ``<out>/curve_<dataset>_<srm>_<device_catalogue>.png`` and
-``<out>/bars_<dataset>.png`` (each file atomically), from every finished job of the plan.
+Writes ``<out>/leaderboard.{md,csv,json}``,
+``<out>/curve_<dataset>_[<variant>_]<srm>_<device_catalogue>.png`` and ``<out>/bars_<dataset>.png``
+(each file atomically), from every finished job of the plan.
 """
 
 import argparse
@@ -19,7 +21,7 @@ import sys
 
 from recbole_lsc.leaderboard import plots
 from recbole_lsc.leaderboard.sweep import plan, run_jobs
-from recbole_lsc.leaderboard.table import aggregate, csv_rows, markdown
+from recbole_lsc.leaderboard.table import aggregate, cost_rows, csv_rows, markdown
 from recbole_lsc.arguments import config_overrides
 from recbole_lsc.files import write_json_atomic, write_text_atomic
 from recbole_lsc.results import package_versions
@@ -34,6 +36,8 @@ def parse_args(argv):
     parser.add_argument("--dataset", nargs="+", default=["ml-100k"], help="datasets")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per job: seed, seed + 1, ...")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files for every job")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="yaml files, each one variant of every job (named by its file name), e.g. one per cloud")
     parser.add_argument("--out", default="leaderboard", help="output folder (runs/, tables, plots)")
     parser.add_argument("--workers", type=int, default=1, help="parallel jobs on a local Ray instance")
     parser.add_argument("--ray_address", default=None, help="address of a running Ray cluster")
@@ -60,39 +64,46 @@ def collect(jobs):
         if os.path.isfile(job.results_path):
             with open(job.results_path, encoding="utf-8") as handle:
                 results = json.load(handle)
-            runs.append({"dataset": job.dataset, "srm": job.srm, "seed": job.seed, "config_id": job.config_id,
-                         "path": job.results_path, "results": results})
+            runs.append({"dataset": job.dataset, "variant": job.variant, "srm": job.srm, "seed": job.seed,
+                         "config_id": job.config_id, "path": job.results_path, "results": results})
     return runs
 
 
 def write_leaderboard(out, runs, configs, metric, metrics, complete):
     """Tables and plots from ``runs``; returns the leaderboard rows."""
     os.makedirs(out, exist_ok=True)
-    rows = aggregate(runs, metric)
+    rows, costs = aggregate(runs, metric), cost_rows(runs)
     write_json_atomic(os.path.join(out, "leaderboard.json"), {
-        "metric": metric, "complete": complete, "versions": package_versions(), "rows": rows, "configs": configs,
+        "metric": metric, "complete": complete, "versions": package_versions(), "rows": rows, "costs": costs,
+        "configs": configs,
     })
     write_text_atomic(os.path.join(out, "leaderboard.csv"), _csv_text(csv_rows(rows, metrics)))
-    write_text_atomic(os.path.join(out, "leaderboard.md"), markdown(rows, metrics, configs))
+    write_text_atomic(os.path.join(out, "leaderboard.md"), markdown(rows, metrics, configs, costs))
     for dataset in sorted({run["dataset"] for run in runs}):
         ours = [row for row in rows if row["dataset"] == dataset]
         plots.bar_chart(ours, metric, f"{dataset}: test {metric}", os.path.join(out, f"bars_{dataset}.png"))
-        for srm in sorted({run["srm"] for run in runs if run["dataset"] == dataset}):
-            payloads = [run["results"] for run in runs if run["dataset"] == dataset and run["srm"] == srm]
-            modes = dict.fromkeys(point.get("device_catalogue") for payload in payloads
-                                  for point in payload["request_curve"])
-            for mode in modes:
-                suffix = f"_{mode}" if mode else ""
-                plots.request_curve_plot(payloads, metric, f"{dataset}, device {srm} ({mode or 'all'}): LSC4Rec "
-                                         "request policies", os.path.join(out, f"curve_{dataset}_{srm}{suffix}.png"),
-                                         device_catalogue=mode)
+        for variant, srm in sorted({(run["variant"], run["srm"]) for run in runs if run["dataset"] == dataset}):
+            payloads = [run["results"] for run in runs
+                        if (run["dataset"], run["variant"], run["srm"]) == (dataset, variant, srm)]
+            write_curves(out, payloads, metric, dataset, variant, srm)
     return rows
+
+
+def write_curves(out, payloads, metric, dataset, variant, srm):
+    """One request-curve plot per ``device_catalogue`` setting of these runs."""
+    modes = dict.fromkeys(point.get("device_catalogue") for payload in payloads for point in payload["request_curve"])
+    prefix = f"{dataset}_{variant}_{srm}" if variant else f"{dataset}_{srm}"
+    for mode in modes:
+        suffix = f"_{mode}" if mode else ""
+        title = f"{dataset}{', ' + variant if variant else ''}, device {srm} ({mode or 'all'}): LSC4Rec request policies"
+        plots.request_curve_plot(payloads, metric, title, os.path.join(out, f"curve_{prefix}{suffix}.png"),
+                                 device_catalogue=mode)
 
 
 def main(argv):
     args, overrides = parse_args(argv)
     files = args.config_files.split() if args.config_files else None
-    jobs, configs = plan(args.dataset, args.srm, args.seeds, files, overrides, args.out)
+    jobs, configs = plan(args.dataset, args.srm, args.seeds, files, overrides, args.out, args.variants)
     first = next(iter(configs.values()))["config"]
     metric = first["valid_metric"].lower()
     metrics = [f"{name.lower()}@{k}" for name in first["metrics"] for k in first["topk"] if k == 10] or [metric]
@@ -100,7 +111,7 @@ def main(argv):
     runs = collect(jobs)
     complete = len(runs) == len(jobs)
     rows = write_leaderboard(args.out, runs, configs, metric, metrics, complete=complete) if runs else []
-    print(markdown(rows, metrics, configs))
+    print(markdown(rows, metrics, configs, cost_rows(runs)))
     for job, message in failures:
         print(f"error: job {job.run_name} failed: {message}", file=sys.stderr)
     if not complete:

@@ -69,10 +69,15 @@ def request_curve_plot(payloads, metric, title, path, device_catalogue=None):
     _save(fig, path)
 
 
+def _bar_label(row):
+    tags = [tag for tag in (row.get("variant"), None if row["backbone"] == "-" else row["backbone"]) if tag]
+    return f"{row['method']} [{', '.join(tags)}]" if tags else row["method"]
+
+
 def bar_chart(rows, metric, title, path):
     """Mean test metric (error bar: std over seeds) of every leaderboard row of one dataset."""
     rows = sorted(rows, key=lambda row: row["test"].get(metric, 0.0))
-    labels = [row["method"] if row["backbone"] == "-" else f"{row['method']} [{row['backbone']}]" for row in rows]
+    labels = [_bar_label(row) for row in rows]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
     colors = ["tab:red" if row["role"] == "lsc4rec" else "tab:gray" for row in rows]
     ax.barh(labels, [row["test"].get(metric, 0.0) for row in rows],

@@ -1,7 +1,9 @@
-"""A benchmark sweep: LSC4Rec and its baselines for every dataset x SRM backbone x seed.
+"""A benchmark sweep: LSC4Rec and its baselines for every dataset x variant x SRM backbone x seed.
 
-Every job is one ``--model=LSC4Rec --seeds=1`` run writing
-``<out>/runs/<dataset>/<srm>-<config id>/seed<seed>/results.json`` (atomically). A re-run
+A variant is a yaml file layered on the sweep's own config files (e.g. one per cloud
+backbone), named by its file name; without variants there is one, unnamed. Every job is one
+``--model=LSC4Rec --seeds=1`` run writing
+``<out>/runs/<dataset>/[<variant>/]<srm>-<config id>/seed<seed>/results.json`` (atomically). A re-run
 skips jobs whose results.json exists, so an interrupted sweep resumes where it stopped and
 never rewrites a finished row; a changed config gets a new config id, hence new folders.
 The cloud LLM is cached by its own config (``trained_llm_cache``): the first backbone of
@@ -19,6 +21,7 @@ from dataclasses import asdict, dataclass
 from tqdm.auto import tqdm
 
 from recbole_lsc.config import srm_config_of
+from recbole_lsc.errors import ConfigError
 from recbole_lsc.quick_start import build_config, run_recbole_lsc
 from recbole_lsc.results import config_snapshot
 
@@ -36,10 +39,11 @@ class Job:
     config_files: tuple
     overrides: tuple
     results_dir: str
+    variant: str = ""
 
     @property
     def run_name(self):
-        return os.path.join(self.dataset, f"{self.srm}-{self.config_id}", f"seed{self.seed}")
+        return os.path.join(self.dataset, self.variant, f"{self.srm}-{self.config_id}", f"seed{self.seed}")
 
     @property
     def results_path(self):
@@ -56,12 +60,30 @@ def config_id(config):
     return hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode("utf-8")).hexdigest()[:10]
 
 
-def plan(datasets, srms, seeds, config_files, overrides, out):
-    """Jobs ordered dataset -> seed -> backbone, and ``{config_id: spec}`` (full configs included).
+def variant_names(variant_files):
+    """``{name: absolute path}`` of the variant yaml files (name = file name without ``.yaml``);
+    ``{"": None}`` when there are none. A missing file or a repeated name is a ConfigError."""
+    if not variant_files:
+        return {"": None}
+    names = {}
+    for file in variant_files:
+        name = os.path.splitext(os.path.basename(file))[0]
+        if not os.path.isfile(file):
+            raise ConfigError(f"variant file '{file}' does not exist; pass yaml files to --variants")
+        if name in names:
+            raise ConfigError(f"two variant files are named '{name}' ({names[name]}, {file}); rename one")
+        names[name] = os.path.abspath(file)
+    return names
+
+
+def plan(datasets, srms, seeds, config_files, overrides, out, variant_files=None):
+    """Jobs ordered dataset -> seed -> variant -> backbone, and ``{config_id: spec}`` (full
+    configs included).
 
     Every config is built (and so validated) here, before any job runs.
     """
     datasets, srms = list(dict.fromkeys(datasets)), list(dict.fromkeys(srms))  # a repeated name runs once
+    variants = variant_names(variant_files)
     results_dir = os.path.abspath(os.path.join(out, "runs"))
     config_files = [os.path.abspath(file) for file in config_files or []]
     overrides = tuple(overrides)
@@ -69,17 +91,19 @@ def plan(datasets, srms, seeds, config_files, overrides, out):
     overrides += tuple(_absolute_paths(first))
     jobs, configs = [], {}
     for dataset in datasets:
-        for srm in srms:
-            config = build_config("LSC4Rec", dataset, config_files, cmd_args=[*overrides, f"--srm={srm}"])
-            srm_config_of(config)  # an unknown or misconfigured SRM fails here, not mid-sweep
-            cid = config_id(config)
-            configs[cid] = {"dataset": dataset, "srm": srm, "config_files": config_files,
-                            "overrides": list(overrides), "config": config_snapshot(config)}
-            base_seed = config["seed"]
-            for offset in range(seeds):
-                jobs.append(Job(dataset, srm, base_seed + offset, cid, tuple(config_files), overrides,
-                                results_dir))
-    jobs.sort(key=lambda job: (datasets.index(job.dataset), job.seed, srms.index(job.srm)))
+        for variant, variant_file in variants.items():
+            files = config_files + ([variant_file] if variant_file else [])
+            for srm in srms:
+                config = build_config("LSC4Rec", dataset, files, cmd_args=[*overrides, f"--srm={srm}"])
+                srm_config_of(config)  # an unknown or misconfigured SRM fails here, not mid-sweep
+                cid = config_id(config)
+                configs[cid] = {"dataset": dataset, "variant": variant, "srm": srm, "config_files": files,
+                                "overrides": list(overrides), "config": config_snapshot(config)}
+                for offset in range(seeds):
+                    jobs.append(Job(dataset, srm, config["seed"] + offset, cid, tuple(files), overrides,
+                                    results_dir, variant))
+    order = list(variants)
+    jobs.sort(key=lambda job: (datasets.index(job.dataset), job.seed, order.index(job.variant), srms.index(job.srm)))
     return jobs, configs
 
 
@@ -143,8 +167,8 @@ def _run_on_ray(todo, workers, ray_address):
     try:
         remote = ray.remote(num_cpus=1)(_run_job_spec)
         first = {}
-        for job in todo:  # one job per (dataset, seed) trains (and caches) that cloud
-            first.setdefault((job.dataset, job.seed), job)
+        for job in todo:  # one job per (dataset, variant, seed) trains (and caches) that cloud
+            first.setdefault((job.dataset, job.variant, job.seed), job)
         waves = [list(first.values()), [job for job in todo if job not in first.values()]]
         failures = []
         with tqdm(total=len(todo), desc="sweep", unit="job") as bar:

@@ -1,11 +1,12 @@
 """Leaderboard rows from finished runs: mean and std over seeds, ranks, paired tests.
 
-A row is one dataset x method x SRM backbone. The cloud-only rows (``llm_stale``,
-``llm_fresh``) do not depend on the backbone (the cloud is trained once per dataset and
-seed), so they appear once per dataset with backbone ``-``. Ranks order the methods of a
-dataset by mean test ``metric`` (1 = best; ties share the better rank). Each LSC4Rec row
-carries the paired tests (over test users, per-user metric averaged over seeds) against
-every single model of its backbone.
+A row is one dataset x variant x method x SRM backbone (the variant is the sweep's yaml file
+that row ran with, e.g. its cloud backbone; empty without variants). The cloud-only rows
+(``llm_stale``, ``llm_fresh``) do not depend on the SRM backbone (the cloud is trained once
+per dataset, variant and seed), so they appear once per dataset and variant with backbone
+``-``. Ranks order every row of a dataset, across variants, by mean test ``metric`` (1 = best;
+ties share the better rank). Each LSC4Rec row carries the paired tests (over test users,
+per-user metric averaged over seeds) against every single model of its variant and backbone.
 """
 
 import numpy as np
@@ -28,10 +29,10 @@ def aggregate(runs, metric):
     """
     groups, per_user = {}, {}
     for run in runs:
-        payload = run["results"]
+        payload, variant = run["results"], run.get("variant", "")
         for row in payload["results"]:
             backbone = "-" if row["role"] in CLOUD_ROLES else run["srm"]
-            key = (run["dataset"], method_name(row), backbone)
+            key = (run["dataset"], variant, method_name(row), backbone)
             group = groups.setdefault(key, {"role": row["role"], "device_catalogue": row.get("device_catalogue"),
                                             "seeds": {}, "config_ids": set(), "runs": []})
             if run["seed"] in group["seeds"]:  # a cloud row seen through another backbone
@@ -41,35 +42,36 @@ def aggregate(runs, metric):
             group["runs"].append(run["path"])
         users = payload.get("per_user_test")
         if users:
-            per_user.setdefault((run["dataset"], run["srm"]), []).append(users)
+            per_user.setdefault((run["dataset"], variant, run["srm"]), []).append(users)
 
     rows = []
-    for (dataset, method, backbone), group in groups.items():
+    for (dataset, variant, method, backbone), group in groups.items():
         seeds = sorted(group["seeds"])
         mean, std = mean_std([group["seeds"][seed] for seed in seeds])
         rows.append({
-            "dataset": dataset, "method": method, "role": group["role"], "backbone": backbone,
+            "dataset": dataset, "variant": variant, "method": method, "role": group["role"], "backbone": backbone,
             "device_catalogue": group["device_catalogue"],
             "seeds": seeds, "test": mean, "test_std": std,
             "config_id": sorted(group["config_ids"]), "runs": group["runs"],
         })
     _attach_paired_tests(rows, per_user)
     _rank(rows, metric)
-    return sorted(rows, key=lambda row: (row["dataset"], row["rank"], row["method"], row["backbone"]))
+    return sorted(rows, key=lambda row: (row["dataset"], row["rank"], row["variant"], row["method"], row["backbone"]))
 
 
 def _attach_paired_tests(rows, per_user):
     for row in rows:
-        if row["role"] != "lsc4rec" or (row["dataset"], row["backbone"]) not in per_user:
+        key = (row["dataset"], row["variant"], row["backbone"])
+        if row["role"] != "lsc4rec" or key not in per_user:
             continue
-        seeds = per_user[(row["dataset"], row["backbone"])]
+        seeds = per_user[key]
         ours = f"lsc4rec/{row['device_catalogue']}"
         if ours not in seeds[0]:
             continue
         sizes = {len(s[role]) for s in seeds for role in (ours, *SINGLE_ROLES)}
         if len(sizes) != 1:
-            raise ValueError(f"{row['dataset']} / {row['backbone']}: the runs scored different numbers of test "
-                             f"users {sorted(sizes)}; paired tests need the same users (same data and filters)")
+            raise ValueError(f"{row['dataset']} / {row['variant'] or '-'} / {row['backbone']}: the runs scored "
+                             f"different numbers of test users {sorted(sizes)}; paired tests need the same users (same data and filters)")
         mean = {role: np.mean([np.asarray(s[role]) for s in seeds], axis=0) for role in (ours, *SINGLE_ROLES)}
         row["paired_tests"] = {
             "metric": seeds[0]["metric"],
@@ -85,16 +87,18 @@ def _rank(rows, metric):
             row["rank"] = 1 + sum(other["test"].get(metric, float("-inf")) > value for other in ours)
 
 
-def markdown(rows, metrics, configs):
-    """The leaderboard as markdown: one table per dataset, then the configs by id."""
+def markdown(rows, metrics, configs, costs=()):
+    """The leaderboard as markdown: one table per dataset, the costs, then the configs by id."""
     lines = []
+    with_variant = any(row["variant"] for row in rows)
     for dataset in sorted({row["dataset"] for row in rows}):
         lines += [f"## {dataset}", ""]
-        head = ["rank", "method", "backbone", "seeds", *metrics, "p vs SRM", "p vs re-rank", "p vs LLM stale",
-                "p vs LLM fresh", "config"]
+        head = ["rank", *(["variant"] if with_variant else []), "method", "backbone", "seeds", *metrics,
+                "p vs SRM", "p vs re-rank", "p vs LLM stale", "p vs LLM fresh", "config"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in (r for r in rows if r["dataset"] == dataset):
-            cells = [str(row["rank"]), row["method"], row["backbone"], str(len(row["seeds"]))]
+            cells = [str(row["rank"]), *([row["variant"] or "-"] if with_variant else []), row["method"],
+                     row["backbone"], str(len(row["seeds"]))]
             cells += [_mean_std(row, metric) for metric in metrics]
             tests = row.get("paired_tests", {})
             cells += [_p(tests.get(role)) for role in SINGLE_ROLES]
@@ -102,18 +106,67 @@ def markdown(rows, metrics, configs):
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["p: two-sided Wilcoxon signed-rank test over test users of LSC4Rec against the single model "
-              "(per-user metric averaged over seeds).", "", "## configs", ""]
+              "(per-user metric averaged over seeds).", ""]
+    if costs:
+        lines += ["## costs", "", "| " + " | ".join(COST_COLUMNS) + " |", "|" + "---|" * len(COST_COLUMNS)]
+        lines += ["| " + " | ".join(_cell(cost[column]) for column in COST_COLUMNS) + " |" for cost in costs]
+        lines += ["", "Means over seeds. LLM seconds and epochs are those of the run that trained the cloud "
+                  "(a cloud loaded from the trained-LLM store reports its training run's); per user: one "
+                  "candidate list (cloud) and one re-ranking (device), batched as in the simulation.", ""]
+    lines += ["## configs", ""]
     for config_id, spec in sorted(configs.items()):
         lines.append(f"- `{config_id}`: config files {spec['config_files'] or '-'}; overrides "
                      f"`{' '.join(spec['overrides']) or '-'}`; full config in leaderboard.json")
     return "\n".join(lines) + "\n"
 
 
+COST_COLUMNS = ("dataset", "variant", "backbone", "seeds", "llm_parameters", "srm_parameters", "llm_epochs",
+                "llm_seconds", "llm_seconds_per_epoch", "cloud_seconds_per_user", "device_seconds_per_user")
+
+
+def cost_rows(runs):
+    """One row per dataset x variant x SRM backbone: model sizes, the cloud's training budget
+    (epochs, seconds, seconds per epoch) and the per-user cost of cloud and device, means over seeds."""
+    groups = {}
+    for run in runs:
+        groups.setdefault((run["dataset"], run.get("variant", ""), run["srm"]), []).append(run["results"])
+    rows = []
+    for (dataset, variant, srm), payloads in sorted(groups.items()):
+        llm = [stage["stages"]["llm"] for payload in payloads for stage in payload.get("runs", [])
+               if "llm" in stage.get("stages", {})]
+        epochs = [log["epochs_trained"] for log in llm]
+        seconds = [log["seconds"] for log in llm]
+        cost = [payload.get("cost", {}) for payload in payloads]
+        rows.append({
+            "dataset": dataset, "variant": variant or "-", "backbone": srm, "seeds": len(payloads),
+            "llm_parameters": _mean(c.get("llm_parameters") for c in cost),
+            "srm_parameters": _mean(c.get("srm_parameters") for c in cost),
+            "llm_epochs": _mean(epochs), "llm_seconds": _mean(seconds),
+            "llm_seconds_per_epoch": _mean(s / e for s, e in zip(seconds, epochs) if e),
+            "cloud_seconds_per_user": _mean(c.get("cloud_seconds_per_user") for c in cost),
+            "device_seconds_per_user": _mean(c.get("device_seconds_per_user") for c in cost),
+        })
+    return rows
+
+
+def _mean(values):
+    values = [value for value in values if value is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
 def csv_rows(rows, metrics):
     """Flat rows for ``leaderboard.csv`` (means, stds, p-values, config id)."""
     flat = []
     for row in rows:
-        item = {key: row[key] for key in ("dataset", "rank", "method", "role", "backbone")}
+        item = {key: row[key] for key in ("dataset", "variant", "rank", "method", "role", "backbone")}
         item["seeds"] = " ".join(map(str, row["seeds"]))
         for metric in metrics:
             item[metric] = row["test"].get(metric)
