@@ -52,6 +52,8 @@ _INT_KEYS = (
 )
 _FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob",
                "retrain_replay", "serve_batch_window_ms", "request_timeout", "replay_stop_cloud_after")
+_BOOL_KEYS = ("coop_train", "retrain", "retrain_history_negatives", "llm_lora", "llm_mask_history",
+              "llm_gradient_checkpointing")
 _STR_KEYS = ("results_dir", "checkpoint_dir", "data_path", "serve_host", "serve_token_file", "replay_bundle",
              "replay_cloud_url")
 _NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step", "coop_epochs", "retrain_epochs", "eval_step",
@@ -221,12 +223,13 @@ class LSCConfig(Config):
             (_INT_KEYS, "an integer", (int,)),
             (_FLOAT_KEYS, "a number", (int, float)),
             (_STR_KEYS, "a string", (str,)),
+            (_BOOL_KEYS, "true or false", (bool,)),
         ):
             for key in keys:
                 value = cfg.get(key)
                 if value is None:
                     continue
-                if isinstance(value, bool) or not isinstance(value, accepted):
+                if isinstance(value, bool) != (accepted == (bool,)) or not isinstance(value, accepted):
                     raise ConfigError(
                         f"config key '{key}' must be {kind}, got {value!r} ({_type_name(value)}); "
                         f"fix it in the yaml or on the command line (--{key}=VALUE)"

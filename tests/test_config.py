@@ -168,6 +168,11 @@ def test_wrong_type_values(tiny_config):
     with pytest.raises(ConfigError, match="epochs"):
         make(tiny_config, config_dict=dict(tiny_config, epochs=0))
 
+    with pytest.raises(ConfigError) as info:
+        make(tiny_config, cmd_args=["--retrain=yes"])  # a string is not a switch (it would read as true)
+    assert "'retrain' must be true or false" in str(info.value) and "yes" in str(info.value)
+    assert make(tiny_config, cmd_args=["--coop_train=False"])["coop_train"] is False
+
 
 def test_negative_cloud_lag(tiny_config):
     with pytest.raises(ConfigError) as info:

@@ -69,6 +69,25 @@ def test_cooperative_losses_by_hand():
         srm.cooperative_loss(batch, lists, "average", 1.0)
 
 
+def test_list_loss_with_and_without_the_history_by_hand():
+    srm = device_srm(8)
+    with torch.no_grad():
+        srm.model.scores.copy_(torch.tensor([0.0, 1.0, 2.0, 0.5, -1.0, 0.3, 0.7, -0.2]))
+    full = srm.model.scores
+    batch = batch_of([2])
+    # history: 6, 3 (also listed), 6 again, padding; the target 2 is listed too
+    batch["item_id_list"] = torch.tensor([[6, 3, 6, 0]])
+    lists = CandidateList(torch.tensor([[3, 2, 5]]), torch.tensor([[-0.5, -1.0, -2.0]]), "t", torch.tensor([3]))
+    listed = -torch.log_softmax(full[[2, 3, 5]], 0)[0]  # target against the list's other items
+    assert srm.list_loss(batch, lists).item() == pytest.approx(listed.item(), rel=1e-6)
+    held = -torch.log_softmax(full[[2, 3, 5, 6]], 0)[0]  # + history items once, none twice, no padding
+    assert srm.list_loss(batch, lists, with_history=True).item() == pytest.approx(held.item(), rel=1e-6)
+    batch["item_id_list"] = torch.tensor([[2, 0, 0, 0]])  # a target taken before stays the positive only
+    unlisted = CandidateList(torch.tensor([[3, 5, 1]]), torch.tensor([[-0.5, -1.0, -2.0]]), "t", torch.tensor([3]))
+    expected = -torch.log_softmax(full[[2, 3, 5, 1]], 0)[0]
+    assert srm.list_loss(batch, unlisted, with_history=True).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 def test_fine_tuning_keeps_the_best_improving_epoch_and_leaves_its_input_unchanged():
     srm = device_srm()
     before = srm.model.scores.detach().clone()

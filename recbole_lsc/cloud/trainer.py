@@ -35,6 +35,7 @@ class LLMRecTrainer:
         self.valid_metric = config["valid_metric"].lower()
         self.epochs_trained = 0
         self.best_epoch = -1
+        self.train_seconds, self.valid_seconds = [], []  # per epoch: the training pass, the validation pass
         self.tensorboard = get_tensorboard(self.logger)  # the same log_tensorboard/ run folder as RecBole's
 
     def _loader(self):
@@ -73,13 +74,16 @@ class LLMRecTrainer:
         for epoch in range(self.config["llm_epochs"]):
             start = time.time()
             loss = self._train_epoch(loader, optimizer, params, epoch, show_progress)
+            trained = time.time()
             result = self.evaluate("valid", view)
             score = result[self.valid_metric]
+            self.train_seconds.append(trained - start)
+            self.valid_seconds.append(time.time() - trained)
             self.epochs_trained = epoch + 1
             self.tensorboard.add_scalar("LLM/Loss/Train", loss, epoch)
             self.tensorboard.add_scalar(f"LLM/Valid/{self.valid_metric} ({view})", score, epoch)
             self.logger.info(f"LLM epoch {epoch}: loss {loss:.4f}, valid ({view}) {self.valid_metric} {score:.4f} "
-                             f"[{time.time() - start:.1f}s]")
+                             f"[train {self.train_seconds[-1]:.1f}s, valid {self.valid_seconds[-1]:.1f}s]")
             best_score, bad_epochs, stop, improved = early_stopping(
                 score, best_score, bad_epochs, max_step=self.config["llm_stopping_step"] - 1)
             if improved:
@@ -121,6 +125,11 @@ def train_or_load(config, llm, protocol, dataset):
     start = time.time()
     trainer.fit(show_progress=config["show_progress"])
     log = {"seconds": round(time.time() - start, 1), "epochs_trained": trainer.epochs_trained,
-           "best_epoch": trainer.best_epoch}
+           "best_epoch": trainer.best_epoch, "train_seconds_per_epoch": _mean_seconds(trainer.train_seconds),
+           "valid_seconds_per_pass": _mean_seconds(trainer.valid_seconds)}
     store_trained_llm(config, dataset, protocol, llm, log)
     return trainer, log
+
+
+def _mean_seconds(seconds):
+    return round(float(np.mean(seconds)), 2) if seconds else None

@@ -73,7 +73,7 @@ def replay_main(argv):
     config, service_args = _config(argv, "recbole-lsc replay",
                                    "Replay a LSC4Rec run's test users through device clients against the cloud service.")
     init_logger(config)
-    torch.set_num_threads(1)  # each client thread scores one user at a time; the service has its own threads
+    torch.set_num_threads(1)  # the replay scores what the clients return; the service has its own threads
     report, bundle = _replay(config, service_args)
     row = result_row(f"LSC4Rec replay ({bundle.device_catalogue})", "replay", {}, report["test"],
                      device_catalogue=bundle.device_catalogue, clients=config["replay_clients"])

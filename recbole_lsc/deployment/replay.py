@@ -3,7 +3,7 @@ device clients against the cloud service, and checked against the simulation.
 
     recbole-lsc replay --dataset=ml-100k --replay_bundle=<run folder>/device/full [--replay_clients=8]
 
-Each of ``replay_clients`` threads is one device client (:class:`~recbole_lsc.device.client.
+Each of ``replay_clients`` processes is one device client (:class:`~recbole_lsc.device.client.
 DeviceClient` over its own keep-alive :class:`~recbole_lsc.device.http_cloud.HttpCloud`) serving
 a shard of the users: first every user's initial list (its stale history, what the cloud has
 seen), then each user's fresh history, the policy's decision and, when it asks, the fresh list.
@@ -12,6 +12,8 @@ with the one the run stored in the bundle. With ``replay_stop_cloud_after`` the 
 is stopped after that share of users: the devices keep serving their cached lists.
 """
 
+import multiprocessing
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -67,25 +69,23 @@ class ReplayLog:
 class Replay:
     """Drives ``clients`` device clients over ``turns`` (see the module docstring).
 
-    ``make_cloud()`` returns a fresh HttpCloud per client; ``on_share(share)`` is called once when
+    Each client is its own process (forked from this one, one torch thread), as devices are
+    separate machines: no client waits for another's interpreter lock, so a call's latency is
+    the cloud's and the network's, not the replaying process's. ``make_cloud()`` returns a fresh
+    HttpCloud per client (called in the client's process); ``on_share(share)`` is called here once
     ``stop_after`` of the users have been served (the benchmark stops the service there).
     """
 
     def __init__(self, srm, bundle, make_cloud, clients, stop_after=None, on_share=None):
         self.srm, self.bundle, self.make_cloud = srm, bundle, make_cloud
         self.clients, self.stop_after, self.on_share = clients, stop_after, on_share
-        self._served, self._lock, self._stopped = 0, threading.Lock(), False
 
-    def _served_one(self, total):
-        with self._lock:
-            self._served += 1
-            due = self.stop_after is not None and not self._stopped and self._served >= self.stop_after * total
-            self._stopped = self._stopped or due
-        if due and self.on_share is not None:
-            self.on_share(self.stop_after)
-
-    def _client(self, shard, turns, outcomes, barrier, logs, errors):
+    def _client(self, shard, turns, barrier, served, share_done, results):
+        """One device process: initial lists, the barrier, then each user's turn; reports
+        ``("done", outcomes, calls, failures)`` or ``("error", message)`` on ``results``."""
+        torch.set_num_threads(1)
         cloud = device = None
+        outcomes = []
         try:
             cloud = self.make_cloud()
             device = DeviceClient(self.srm, self.bundle, cloud)
@@ -96,33 +96,57 @@ class Replay:
                 turn = turns[index]
                 if device.has_list(turn.user):
                     shown = device.recommend(turn.user, turn.fresh)
-                    outcomes[index] = Outcome(shown.item_ids, shown.scores, shown.requested, shown.fresh)
-                self._served_one(len(turns))
+                    outcomes.append((index, shown.item_ids.numpy(), shown.scores.numpy(), shown.requested,
+                                     shown.fresh))
+                with served.get_lock():
+                    served.value += 1
+                    due = self._share_due(served.value, len(turns))
+                if due:  # the outage starts here: wait until the replaying process has acted on it
+                    share_done.wait(timeout=60)
+            results.put(("done", outcomes, list(cloud.calls), device.failures))
         except threading.BrokenBarrierError:
-            pass  # another client failed; its error is raised by run()
-        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-            errors.append(err)
+            results.put(("error", None))  # another client failed; its message is reported
+        except BaseException as err:  # noqa: BLE001 - reported to the replaying process
             barrier.abort()
+            results.put(("error", f"{type(err).__name__}: {err}"))
         finally:
             if cloud is not None:
                 cloud.close()
-                logs.append((cloud.calls, device.failures if device is not None else 0))
+
+    def _share_due(self, served, total):
+        return self.stop_after is not None and served >= self.stop_after * total
 
     def run(self, turns):
-        outcomes = [Outcome() for _ in turns]
+        context = multiprocessing.get_context("fork")
         shards = [list(range(start, len(turns), self.clients)) for start in range(self.clients)]
-        barrier, logs, errors = threading.Barrier(self.clients), [], []
+        barrier, served, results = context.Barrier(self.clients), context.Value("i", 0), context.Queue()
+        share_done = context.Event()
         started = time.perf_counter()
-        threads = [threading.Thread(target=self._client, args=(shard, turns, outcomes, barrier, logs, errors),
-                                    daemon=True) for shard in shards]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
-        log = ReplayLog(outcomes, seconds=time.perf_counter() - started)
-        for calls, failures in logs:
+        workers = [context.Process(target=self._client, args=(shard, turns, barrier, served, share_done, results),
+                                   daemon=True) for shard in shards]
+        for worker in workers:
+            worker.start()
+        reports, stopped = [], False
+        while len(reports) < len(workers):
+            if not stopped and self._share_due(served.value, len(turns)):
+                stopped = True
+                if self.on_share is not None:
+                    self.on_share(self.stop_after)
+                share_done.set()
+            try:
+                reports.append(results.get(timeout=0.01))
+            except queue.Empty:
+                if not any(worker.is_alive() for worker in workers) and results.empty():
+                    raise RuntimeError("a device client process died without reporting") from None
+        for worker in workers:
+            worker.join()
+        errors = [report[1] for report in reports if report[0] == "error" and report[1]]
+        if errors or any(report[0] == "error" for report in reports):
+            raise RuntimeError(f"a device client failed: {errors[0] if errors else 'unknown error'}")
+        log = ReplayLog([Outcome() for _ in turns], seconds=time.perf_counter() - started)
+        for _, outcomes, calls, failures in reports:
+            for index, item_ids, scores, requested, fresh in outcomes:
+                log.outcomes[index] = Outcome(torch.from_numpy(item_ids), torch.from_numpy(scores), requested, fresh)
             log.calls += calls
             log.failures += failures
         return log

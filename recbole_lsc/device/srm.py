@@ -78,12 +78,21 @@ class DeviceSRM(nn.Module):
         """The SRM's own RecBole loss, after its own batch transform (re-training)."""
         return self.model.calculate_loss(self._transform(interaction))
 
-    def list_loss(self, interaction, candidates):
+    def list_loss(self, interaction, candidates, with_history=False):
         """CE of the target against a candidate list, from candidate-only scores: the loss a
-        device that holds only the items it was sent (and its history, hence the target) can train."""
+        device that holds only the items it was sent (and its history, hence the target) can train.
+
+        ``with_history``: the items of the sample's history are negatives too (those not in the
+        list and not the target; the device holds them). A cloud list made from a stale history
+        often holds items the user has taken since; where a dataset never repeats an item the
+        SRM learns to push those down, where it does the positives say so.
+        """
         target = interaction[self.fields["item"]]
-        scores = self.candidate_scores(interaction, torch.cat([target.unsqueeze(1), candidates.item_ids], dim=1))
-        return _target_against_list(scores[:, 0], scores[:, 1:], candidates.item_ids, target)
+        negatives = candidates.item_ids
+        if with_history:
+            negatives = torch.cat([negatives, _new_history_items(interaction[self.fields["item_seq"]], negatives)], 1)
+        scores = self.candidate_scores(interaction, torch.cat([target.unsqueeze(1), negatives], dim=1))
+        return _target_against_list(scores[:, 0], scores[:, 1:], negatives, target)
 
     def cooperative_loss(self, interaction, candidates, kind, weight):
         """Full-catalogue CE plus a term on the cloud's candidates, which are hard negatives.
@@ -111,8 +120,15 @@ class DeviceSRM(nn.Module):
         return loss + weight * restricted
 
 
+def _new_history_items(item_seq, list_ids):
+    """``item_seq`` with padding, items already in ``list_ids`` and repeats set to 0 (padding)."""
+    seen = (item_seq.unsqueeze(2) == list_ids.unsqueeze(1)).any(2)
+    earlier = torch.triu(item_seq.unsqueeze(2) == item_seq.unsqueeze(1), diagonal=1).any(1)
+    return item_seq.masked_fill(seen | earlier, 0)
+
+
 def _target_against_list(target_scores, list_scores, list_ids, target):
-    """CE over {target} + the list's other items (a listed copy of the target is left out)."""
-    list_scores = list_scores.masked_fill(list_ids == target.unsqueeze(1), -torch.inf)
+    """CE over {target} + the list's other items (a listed copy of the target and padding are left out)."""
+    list_scores = list_scores.masked_fill((list_ids == target.unsqueeze(1)) | (list_ids == 0), -torch.inf)
     logits = torch.cat([target_scores.unsqueeze(1), list_scores], dim=1)
     return F.cross_entropy(logits, torch.zeros_like(target))

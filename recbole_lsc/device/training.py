@@ -109,10 +109,11 @@ def retraining_loss(srm, batch, index):
     return srm.loss(batch)
 
 
-def list_retraining_loss(candidates):
+def list_retraining_loss(candidates, with_history=False):
     """Re-training's loss on a device that holds only its lists: each fresh-window target
-    against the cloud's stale list of that sample (``DeviceSRM.list_loss``)."""
+    against the cloud's stale list of that sample, and with ``with_history`` its history items
+    too (``DeviceSRM.list_loss``)."""
     def loss_of(srm, batch, index):
-        return srm.list_loss(batch, candidates.select(index).to(batch[srm.fields["item"]].device))
+        return srm.list_loss(batch, candidates.select(index).to(batch[srm.fields["item"]].device), with_history)
 
     return loss_of

@@ -151,7 +151,8 @@ class FineTuningStages:
         if device_catalogue == "full":
             loss_of = lambda: retraining_loss  # noqa: E731
         else:
-            loss_of = lambda: list_retraining_loss(self._retraining_lists(replay))  # noqa: E731
+            loss_of = lambda: list_retraining_loss(self._retraining_lists(replay),  # noqa: E731
+                                                   self.config["retrain_history_negatives"])
         return self._run(srm, "retrain", "retrain", self.config["retrain_epochs"],
                          self.config["retrain_learning_rate"], loss_of, replay, device_catalogue)
 

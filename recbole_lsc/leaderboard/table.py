@@ -121,7 +121,8 @@ def markdown(rows, metrics, configs, costs=()):
 
 
 COST_COLUMNS = ("dataset", "variant", "backbone", "seeds", "llm_parameters", "srm_parameters", "llm_epochs",
-                "llm_seconds", "llm_seconds_per_epoch", "cloud_seconds_per_user", "device_seconds_per_user")
+                "llm_seconds", "llm_seconds_per_epoch", "llm_train_seconds_per_epoch", "llm_valid_seconds_per_pass",
+                "cloud_seconds_per_user", "device_seconds_per_user")
 
 
 def cost_rows(runs):
@@ -143,6 +144,8 @@ def cost_rows(runs):
             "srm_parameters": _mean(c.get("srm_parameters") for c in cost),
             "llm_epochs": _mean(epochs), "llm_seconds": _mean(seconds),
             "llm_seconds_per_epoch": _mean(s / e for s, e in zip(seconds, epochs) if e),
+            "llm_train_seconds_per_epoch": _mean(log.get("train_seconds_per_epoch") for log in llm),
+            "llm_valid_seconds_per_pass": _mean(log.get("valid_seconds_per_pass") for log in llm),
             "cloud_seconds_per_user": _mean(c.get("cloud_seconds_per_user") for c in cost),
             "device_seconds_per_user": _mean(c.get("device_seconds_per_user") for c in cost),
         })
