@@ -191,7 +191,8 @@ def test_llmrec_run_writes_stale_and_fresh_rows(tiny_config):
     recall = out["llm"]["stale_test"]
     assert 0 <= recall["candidate_recall@50"] <= recall["candidate_recall@100"] <= 1
     assert out["llm"]["llm_training"]["epochs_trained"] >= 1
-    assert out["llm"]["llm_training"]["train_seconds_per_epoch"] > 0 and out["llm"]["llm_training"]["valid_seconds_per_pass"] > 0
+    training = out["llm"]["llm_training"]
+    assert training["train_seconds_per_epoch"] > 0 and training["valid_seconds_per_pass"] > 0
 
 
 def test_windowed_training_candidates_equal_exact_ones_when_the_window_holds_the_history(setup):

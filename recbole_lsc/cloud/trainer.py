@@ -132,4 +132,4 @@ def train_or_load(config, llm, protocol, dataset):
 
 
 def _mean_seconds(seconds):
-    return round(float(np.mean(seconds)), 2) if seconds else None
+    return round(float(np.mean(seconds)), 4) if seconds else None
