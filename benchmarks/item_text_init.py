@@ -28,7 +28,7 @@ PRETRAINED = {"llm_backbone": "smollm2-135m", "llm_lora": True, "llm_batch_size"
 def option_config(args, overrides, fields):
     """The LLMRec config of one text option (``fields``: a list of .item fields, or None)."""
     values = {**_common.base_config_dict(args, overrides), **PRETRAINED, "llm_item_text_field": fields,
-              "llm_epochs": args.epochs, "llm_stopping_step": args.epochs + 1, "trained_llm_cache": None}
+              "llm_epochs": max(args.epochs, 1), "llm_stopping_step": args.epochs + 1, "trained_llm_cache": None}
     if fields:
         values["load_col"] = {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", *fields]}
     return LSCConfig("LLMRec", args.dataset, config_dict=values, cmd_args=overrides)
