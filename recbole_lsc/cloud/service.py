@@ -239,7 +239,8 @@ def create_app(cloud, item_tokens, model_version, token=None, limits=ServiceLimi
             ids, scores, model_id, history_len = await batcher.submit(history, k)
         except Exception as err:  # noqa: BLE001 - answered, logged by the batcher
             return refuse(500, f"the cloud failed on this batch ({err.__class__.__name__}); try again")
-        return {"items": [item_tokens[item] for item in ids], "scores": scores, "model_id": model_id,
-                "model_version": model_version, "history_len": history_len}
+        # a ready JSONResponse skips FastAPI's per-element encoder: the answer is plain JSON already
+        return JSONResponse({"items": [item_tokens[item] for item in ids], "scores": scores, "model_id": model_id,
+                             "model_version": model_version, "history_len": history_len})
 
     return app
