@@ -229,7 +229,7 @@ class LSCConfig(Config):
                 value = cfg.get(key)
                 if value is None:
                     continue
-                if isinstance(value, bool) != (accepted == (bool,)) or not isinstance(value, accepted):
+                if not _is_of(value, accepted):
                     raise ConfigError(
                         f"config key '{key}' must be {kind}, got {value!r} ({_type_name(value)}); "
                         f"fix it in the yaml or on the command line (--{key}=VALUE)"
@@ -317,6 +317,11 @@ def _literal(text):
         # yaml's spellings of booleans and null, as in the config files
         return {"true": True, "false": False, "~": None, "null": None, "none": None}.get(lowered, text)
     return value if isinstance(value, (str, int, float, bool, list, tuple, dict)) or value is None else text
+
+
+def _is_of(value, accepted):
+    """``isinstance`` where a bool is only a bool (Python counts True as the integer 1)."""
+    return isinstance(value, accepted) and (isinstance(value, bool) == (bool in accepted))
 
 
 def _is_number_in(value, low, high):

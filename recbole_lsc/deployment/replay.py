@@ -140,9 +140,10 @@ class Replay:
                     raise RuntimeError("a device client process died without reporting") from None
         for worker in workers:
             worker.join()
-        errors = [report[1] for report in reports if report[0] == "error" and report[1]]
-        if errors or any(report[0] == "error" for report in reports):
-            raise RuntimeError(f"a device client failed: {errors[0] if errors else 'unknown error'}")
+        failed = [report for report in reports if report[0] == "error"]
+        if failed:  # a client that only saw the barrier break reports None: name the one that broke it
+            message = next((report[1] for report in failed if report[1]), "unknown error")
+            raise RuntimeError(f"a device client failed: {message}")
         log = ReplayLog([Outcome() for _ in turns], seconds=time.perf_counter() - started)
         for _, outcomes, calls, failures in reports:
             for index, item_ids, scores, requested, fresh in outcomes:

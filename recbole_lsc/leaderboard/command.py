@@ -95,7 +95,8 @@ def write_curves(out, payloads, metric, dataset, variant, srm):
     prefix = f"{dataset}_{variant}_{srm}" if variant else f"{dataset}_{srm}"
     for mode in modes:
         suffix = f"_{mode}" if mode else ""
-        title = f"{dataset}{', ' + variant if variant else ''}, device {srm} ({mode or 'all'}): LSC4Rec request policies"
+        where = f"{dataset}, {variant}" if variant else dataset
+        title = f"{where}, device {srm} ({mode or 'all'}): LSC4Rec request policies"
         plots.request_curve_plot(payloads, metric, title, os.path.join(out, f"curve_{prefix}{suffix}.png"),
                                  device_catalogue=mode)
 

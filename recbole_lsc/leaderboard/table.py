@@ -71,7 +71,8 @@ def _attach_paired_tests(rows, per_user):
         sizes = {len(s[role]) for s in seeds for role in (ours, *SINGLE_ROLES)}
         if len(sizes) != 1:
             raise ValueError(f"{row['dataset']} / {row['variant'] or '-'} / {row['backbone']}: the runs scored "
-                             f"different numbers of test users {sorted(sizes)}; paired tests need the same users (same data and filters)")
+                             f"different numbers of test users {sorted(sizes)}; paired tests need the same users "
+                             "(same data and filters)")
         mean = {role: np.mean([np.asarray(s[role]) for s in seeds], axis=0) for role in (ours, *SINGLE_ROLES)}
         row["paired_tests"] = {
             "metric": seeds[0]["metric"],
