@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
-from recbole_lsc.errors import CheckpointError
+from recbole_lsc.errors import CheckpointError, first_line
 from recbole_lsc.files import write_atomic
 
 META_KEY = "recbole_lsc"
@@ -72,9 +72,8 @@ def load_checkpoint(path, model, device="cpu", optimizer=None, expect=None):
         load_model(model, path, strict=True, device=str(device))
     except (SafetensorError, RuntimeError) as err:
         model.load_state_dict(before)
-        first_line = str(err).strip().splitlines()[0]
         raise CheckpointError(
-            f"checkpoint '{path}' does not match this model's configuration ({first_line}); "
+            f"checkpoint '{path}' does not match this model's configuration ({first_line(err)}); "
             "use the config it was trained with"
         ) from None
     if optimizer is not None:

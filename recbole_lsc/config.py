@@ -30,6 +30,7 @@ from recbole.config import Config
 from recbole.utils import ModelType
 from recbole.utils import argument_list as recbole_arguments
 
+from recbole_lsc.cloud.precision import AUTOCAST_MODES
 from recbole_lsc.device.features import DEVICE_CATALOGUES, LIST_FEATURES
 from recbole_lsc.device.fusion import FUSION_NORMS
 from recbole_lsc.device.policies import REQUEST_POLICIES, RULE_FEATURES, available_rules
@@ -48,24 +49,26 @@ _INT_KEYS = (
     "n_heads", "num_layers", "cloud_lag", "worker", "candidate_num", "seeds", "llm_max_len",
     "llm_epochs", "llm_batch_size", "coop_epochs", "retrain_epochs", "llm_softmax_items",
     "serve_port", "serve_threads", "serve_max_batch", "serve_max_body_bytes", "serve_max_history", "serve_max_k",
-    "replay_clients",
+    "replay_clients", "llm_stopping_step", "llm_hidden_size", "llm_layers", "llm_heads", "llm_lora_r",
 )
 _FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob",
+               "llm_learning_rate", "llm_weight_decay", "llm_dropout", "llm_lora_alpha", "llm_lora_dropout",
                "retrain_replay", "serve_batch_window_ms", "request_timeout", "replay_stop_cloud_after")
 _BOOL_KEYS = ("coop_train", "retrain", "retrain_history_negatives", "llm_lora", "llm_mask_history",
               "llm_gradient_checkpointing")
 _STR_KEYS = ("results_dir", "checkpoint_dir", "data_path", "serve_host", "serve_token_file", "replay_bundle",
              "replay_cloud_url")
-_NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step", "coop_epochs", "retrain_epochs", "eval_step",
+_NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step", "llm_stopping_step", "llm_weight_decay", "coop_epochs", "retrain_epochs", "eval_step",
                      "llm_softmax_items", "retrain_replay", "serve_port", "serve_batch_window_ms", "serve_threads")
 _POSITIVE_KEYS = (
     "epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "candidate_num",
-    "seeds", "llm_max_len", "llm_epochs", "llm_batch_size",
+    "seeds", "llm_max_len", "llm_epochs", "llm_batch_size", "llm_hidden_size", "llm_layers", "llm_heads", "llm_lora_r",
     "serve_max_batch", "serve_max_body_bytes", "serve_max_history", "serve_max_k", "replay_clients",
 )
 
 
 _RANGES = {"fusion_alpha": (0, 1), "request_ratio": (0, 1), "coop_weight": (0, 100),
+           "llm_dropout": (0, 1), "llm_lora_dropout": (0, 1), "llm_learning_rate": (1e-12, 10),
            "replay_stop_cloud_after": (0, 1), "request_timeout": (0.001, 3600)}
 _UNIT_LISTS = ("request_curve_ratios",)  # lists of shares in [0, 1]
 # RecBole options that write or read pickles; the plugin never unpickles a file.
@@ -78,7 +81,7 @@ _CHOICES = {
     "llm_select_on": ("fresh", "stale"),
     "coop_loss": COOP_LOSSES,
     "srm_train_window": ("cloud", "all"),
-    "llm_autocast": ("auto", "bf16", "off"),
+    "llm_autocast": AUTOCAST_MODES,
 }
 
 
@@ -96,6 +99,7 @@ class LSCConfig(Config):
         self._check_types()
         self._check_srm()
         self._check_device_catalogue()
+        self._check_llm_backbone()
         self._check_dataset_present()
 
     # ------------------------------------------------------------------ loading
@@ -289,6 +293,19 @@ class LSCConfig(Config):
                 f"request_policy '{policy}' reads the SRM's scores of the whole item table, which a device with "
                 "device_catalogue 'candidates' does not hold; use random, consistency or learned, or set "
                 "device_catalogue: full")
+
+    def _check_llm_backbone(self):
+        """The tiny cloud is trained from scratch: its shape must be valid and it has nothing to adapt."""
+        cfg = self.final_config_dict
+        if cfg.get("llm_backbone") != "tiny":
+            return
+        if cfg.get("llm_lora"):
+            raise ConfigError("llm_lora: true freezes a pretrained backbone, but llm_backbone 'tiny' is trained from "
+                              "scratch (its frozen weights would stay random); set llm_lora: false or "
+                              "llm_backbone: smollm2-135m (or a local model folder)")
+        hidden, heads = cfg.get("llm_hidden_size"), cfg.get("llm_heads")
+        if hidden is not None and heads is not None and hidden % heads:
+            raise ConfigError(f"llm_hidden_size ({hidden}) must be a multiple of llm_heads ({heads}) for the tiny cloud")
 
     def _check_dataset_present(self):
         data_dir = self.final_config_dict["data_path"]

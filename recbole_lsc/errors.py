@@ -23,3 +23,10 @@ class CheckpointError(LSCError):
 
 class DatasetFormatError(LSCError):
     """An atomic file that cannot be read: bad bytes, header, rows or missing columns."""
+
+
+def first_line(err):
+    """The first line of an exception's message (its class name when the message is empty):
+    what a one-line ``error:`` quotes of a library's multi-line message."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

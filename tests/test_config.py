@@ -174,6 +174,21 @@ def test_wrong_type_values(tiny_config):
     assert make(tiny_config, cmd_args=["--coop_train=False"])["coop_train"] is False
 
 
+@pytest.mark.parametrize("override, message", [
+    (["--llm_learning_rate=fast"], "'llm_learning_rate' must be a number"),
+    (["--llm_learning_rate=0"], "'llm_learning_rate' must be a number in"),
+    (["--llm_heads=0"], "'llm_heads' must be >= 1"),
+    (["--llm_stopping_step=-1"], "'llm_stopping_step' must be >= 0"),
+    (["--llm_dropout=1.5"], "'llm_dropout' must be a number in [0, 1]"),
+    (["--llm_hidden_size=30", "--llm_heads=4"], "llm_hidden_size (30) must be a multiple of llm_heads (4)"),
+    (["--llm_lora=True"], "llm_backbone 'tiny' is trained from scratch"),
+])
+def test_bad_cloud_llm_keys_are_refused_up_front(tiny_config, override, message):
+    with pytest.raises(ConfigError) as info:
+        make(tiny_config, model="LLMRec", cmd_args=override)
+    assert message in str(info.value)
+
+
 def test_negative_cloud_lag(tiny_config):
     with pytest.raises(ConfigError) as info:
         make(tiny_config, config_dict=dict(tiny_config, cloud_lag=-1))

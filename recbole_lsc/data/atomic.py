@@ -25,7 +25,7 @@ import pandas as pd
 import recbole.data.dataset.dataset as recbole_dataset_module
 from recbole.utils import FeatureSource, FeatureType, ModelType
 
-from recbole_lsc.errors import DatasetFormatError
+from recbole_lsc.errors import DatasetFormatError, first_line
 
 _TYPES = {member.value for member in FeatureType}
 
@@ -109,7 +109,7 @@ class AtomicFileMixin:
                 with _QuotesAsText():
                     frame = super()._load_feat(readable, source)
             except (pd.errors.ParserError, ValueError) as err:
-                detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                detail = first_line(err)
                 raise DatasetFormatError(
                     f"'{filepath}' is not a valid RecBole atomic file ({detail}); every row needs one value per "
                     "header field, separated by the field_separator, and numbers in float columns"

@@ -120,4 +120,4 @@ def main(argv):
               "incomplete; fix the cause and re-run the same command to finish them", file=sys.stderr)
         return 1
     logging.getLogger().info(f"leaderboard written to {os.path.abspath(args.out)}")
-    return 0
+    return 1 if failures else 0  # a job that failed after writing its results is still a failure

@@ -66,8 +66,8 @@ def _attach_paired_tests(rows, per_user):
             continue
         seeds = per_user[key]
         ours = f"lsc4rec/{row['device_catalogue']}"
-        if ours not in seeds[0]:
-            continue
+        if any(role not in s for s in seeds for role in (ours, *SINGLE_ROLES)):
+            continue  # a run from before these rows were stored: no test rather than a partial one
         sizes = {len(s[role]) for s in seeds for role in (ours, *SINGLE_ROLES)}
         if len(sizes) != 1:
             raise ValueError(f"{row['dataset']} / {row['variant'] or '-'} / {row['backbone']}: the runs scored "
@@ -81,11 +81,14 @@ def _attach_paired_tests(rows, per_user):
 
 
 def _rank(rows, metric):
+    def score(row):  # a missing or NaN metric ranks last
+        value = row["test"].get(metric, float("-inf"))
+        return float("-inf") if value != value else value
+
     for dataset in {row["dataset"] for row in rows}:
         ours = [row for row in rows if row["dataset"] == dataset]
         for row in ours:
-            value = row["test"].get(metric, float("-inf"))
-            row["rank"] = 1 + sum(other["test"].get(metric, float("-inf")) > value for other in ours)
+            row["rank"] = 1 + sum(score(other) > score(row) for other in ours)
 
 
 def markdown(rows, metrics, configs, costs=()):
