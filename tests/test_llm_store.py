@@ -62,7 +62,7 @@ def test_an_srm_run_on_a_cached_cloud_equals_one_that_trains_it(tiny_config, fit
 
 def test_a_different_llm_config_seed_or_data_gets_its_own_entry(tiny_config, tmp_path):
     keys = {key_of(tiny_config)}
-    for change in ({"llm_hidden_size": 32}, {"seed": 8}, {"cloud_lag": 1}, {"llm_lora": True}):
+    for change in ({"llm_hidden_size": 32}, {"seed": 8}, {"cloud_lag": 1}, {"llm_learning_rate": 0.001}):
         keys.add(key_of({**tiny_config, **change}))
     write_tiny_ml100k(str(tmp_path / "other"), n_users=50)  # same name and paths, other content
     keys.add(key_of({**tiny_config, "data_path": str(tmp_path / "other")}))
