@@ -1,5 +1,7 @@
 """LSC4Rec end to end on tiny data: rows, curves, stage switches, caching, validation-only fitting."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -27,11 +29,18 @@ def run(config, **extra):
     return run_recbole_lsc("LSC4Rec", "mltiny", config_dict={**config, **TINY, **extra})
 
 
+def tensorboard_writer_threads():
+    return [thread for thread in threading.enumerate() if type(thread).__name__ == "_AsyncWriterThread"]
+
+
 def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch, capsys):
     calls = []
     original = source_module.prefix_candidates
     monkeypatch.setattr(source_module, "prefix_candidates", lambda *a, **k: calls.append(a[3]) or original(*a, **k))
+    writers_before = set(tensorboard_writer_threads())
     out = run(small_config)
+    # every tensorboard writer of the run (the LLM's, the SRMs', the device stages') is closed
+    assert set(tensorboard_writer_threads()) <= writers_before
     names = [(row["role"], row.get("device_catalogue")) for row in out["rows"]]
     assert names == [("srm", "full"), ("llm_stale", "cloud"), ("llm_fresh", "cloud"), ("srm_rerank", "candidates"),
                      *[(role, mode) for mode in ("candidates", "full") for role in ("lsc4rec", "ablation", "ablation")]]

@@ -36,7 +36,6 @@ class LLMRecTrainer:
         self.epochs_trained = 0
         self.best_epoch = -1
         self.train_seconds, self.valid_seconds = [], []  # per epoch: the training pass, the validation pass
-        self.tensorboard = get_tensorboard(self.logger)  # the same log_tensorboard/ run folder as RecBole's
 
     def _loader(self):
         items, lengths = self.protocol.cloud_training_windows(self.config["llm_max_len"])
@@ -71,6 +70,9 @@ class LLMRecTrainer:
                                       weight_decay=self.config["llm_weight_decay"])
         view = self.config["llm_select_on"]
         best_score, best_state, best_result, bad_epochs = -np.inf, None, {}, 0
+        # the same log_tensorboard/ run folder as RecBole's; closed after the last epoch, so no
+        # writer thread outlives training
+        self.tensorboard = get_tensorboard(self.logger)
         for epoch in range(self.config["llm_epochs"]):
             start = time.time()
             loss = self._train_epoch(loader, optimizer, params, epoch, show_progress)
@@ -91,6 +93,7 @@ class LLMRecTrainer:
                 best_state = copy.deepcopy(self.model.state_dict())
             if stop:
                 break
+        self.tensorboard.close()
         if best_state is not None:
             self.model.load_state_dict(best_state)
         self.logger.info(f"LLM best epoch {self.best_epoch} of {self.epochs_trained} ({self.valid_metric} {best_score:.4f})")

@@ -18,6 +18,7 @@ def fit_recbole(config, model, train_data, valid_data, saved=True):
     """
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     _, best_valid = trainer.fit(train_data, valid_data, saved=saved, show_progress=config["show_progress"])
+    trainer.tensorboard.close()  # fit has logged every epoch: no writer thread outlives it
     if saved:
         load_checkpoint(trainer.saved_model_file, model, config["device"])
     return trainer, best_valid

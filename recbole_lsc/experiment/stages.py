@@ -171,4 +171,5 @@ def device_stages(config, independent, lists, protocol):
     if config["retrain"] and config["coop_train"]:
         for mode in config["device_catalogue"]:
             states.retrained_only[mode], _ = stages.retraining(independent, mode)
+    stages.tensorboard.close()  # every stage has logged: no writer thread outlives them
     return states
