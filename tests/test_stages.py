@@ -135,6 +135,9 @@ def test_ablation_states_come_from_the_states_that_skipped_a_stage(monkeypatch, 
             calls.append(("retrain", srm, mode))
             return f"retrain-{mode}({srm})", {"kept": True}
 
+        def close(self):
+            pass
+
     monkeypatch.setattr(stages_module, "FineTuningStages", Stages)
     modes = ["candidates", "full"]
     config = {"coop_train": coop, "retrain": retrain, "device_catalogue": modes}

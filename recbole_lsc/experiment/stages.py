@@ -108,6 +108,10 @@ class FineTuningStages:
         self.config, self.lists, self.protocol = config, lists, protocol
         self.tensorboard = get_tensorboard(logging.getLogger())
 
+    def close(self):
+        """Every stage has logged: close the tensorboard writer, so no writer thread outlives them."""
+        self.tensorboard.close()
+
     def _validation(self, srm, device_catalogue):
         interaction = _fine_tuning_samples(self.protocol, "valid", srm)
         if device_catalogue == "full":
@@ -171,5 +175,5 @@ def device_stages(config, independent, lists, protocol):
     if config["retrain"] and config["coop_train"]:
         for mode in config["device_catalogue"]:
             states.retrained_only[mode], _ = stages.retraining(independent, mode)
-    stages.tensorboard.close()  # every stage has logged: no writer thread outlives them
+    stages.close()
     return states
