@@ -58,11 +58,12 @@ _BOOL_KEYS = ("coop_train", "retrain", "retrain_history_negatives", "llm_lora", 
               "llm_gradient_checkpointing")
 _STR_KEYS = ("results_dir", "checkpoint_dir", "data_path", "serve_host", "serve_token_file", "replay_bundle",
              "replay_cloud_url")
-_NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step", "llm_stopping_step", "llm_weight_decay", "coop_epochs", "retrain_epochs", "eval_step",
-                     "llm_softmax_items", "retrain_replay", "serve_port", "serve_batch_window_ms", "serve_threads")
+_NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step", "llm_stopping_step", "llm_weight_decay",
+                     "coop_epochs", "retrain_epochs", "eval_step", "llm_softmax_items", "retrain_replay", "serve_port", "serve_batch_window_ms", "serve_threads")
 _POSITIVE_KEYS = (
     "epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "candidate_num",
-    "seeds", "llm_max_len", "llm_epochs", "llm_batch_size", "llm_hidden_size", "llm_layers", "llm_heads", "llm_lora_r",
+    "seeds", "llm_max_len", "llm_epochs", "llm_batch_size",
+    "llm_hidden_size", "llm_layers", "llm_heads", "llm_lora_r",
     "serve_max_batch", "serve_max_body_bytes", "serve_max_history", "serve_max_k", "replay_clients",
 )
 
