@@ -53,13 +53,13 @@ _INT_KEYS = (
 )
 _FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob",
                "llm_learning_rate", "llm_weight_decay", "llm_dropout", "llm_lora_alpha", "llm_lora_dropout",
-               "retrain_replay", "serve_batch_window_ms", "request_timeout", "replay_stop_cloud_after")
+               "serve_batch_window_ms", "request_timeout", "replay_stop_cloud_after")
 _BOOL_KEYS = ("coop_train", "retrain", "retrain_history_negatives", "llm_lora", "llm_mask_history",
               "llm_gradient_checkpointing")
 _STR_KEYS = ("results_dir", "checkpoint_dir", "data_path", "serve_host", "serve_token_file", "replay_bundle",
              "replay_cloud_url")
 _NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step", "llm_stopping_step", "llm_weight_decay",
-                     "coop_epochs", "retrain_epochs", "eval_step", "llm_softmax_items", "retrain_replay", "serve_port", "serve_batch_window_ms", "serve_threads")
+                     "coop_epochs", "retrain_epochs", "eval_step", "llm_softmax_items", "serve_port", "serve_batch_window_ms", "serve_threads")
 _POSITIVE_KEYS = (
     "epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "candidate_num",
     "seeds", "llm_max_len", "llm_epochs", "llm_batch_size",
@@ -259,6 +259,9 @@ class LSCConfig(Config):
         for key in _POSITIVE_KEYS:
             if cfg.get(key) is not None and cfg[key] < 1:
                 raise ConfigError(f"config key '{key}' must be >= 1, got {cfg[key]}")
+        replay = cfg.get("retrain_replay")
+        if replay is not None and replay != "all" and not _is_number_in(replay, 0, float("inf")):
+            raise ConfigError(f"config key 'retrain_replay' must be a number >= 0 or 'all', got {replay!r}")
 
     def _check_srm(self):
         """LSC4Rec's device model must be a RecBole sequential model (not a plugin or general model)."""

@@ -114,6 +114,7 @@ def test_retraining_replays_older_local_samples_beside_the_fresh_window(setting,
     assert rows.min() >= 0 and rows.max() < len(older) and np.array_equal(rows, np.sort(rows))
     assert np.array_equal(rows, replay_rows(protocol, 1.5, seed=3)) and not np.array_equal(rows, replay_rows(protocol, 1.5, seed=4))
     assert len(replay_rows(protocol, 0.0, seed=3)) == 0 and len(replay_rows(protocol, 1e9, seed=3)) == len(older)
+    assert np.array_equal(replay_rows(protocol, "all", seed=3), np.arange(len(older)))  # the whole local history
     seen = []
     monkeypatch.setattr(stages_module, "fine_tune", lambda srm_, stage, interaction, loss_of, *a, **k: seen.append(
         (interaction, loss_of)) or (srm_, {}))

@@ -189,6 +189,15 @@ def test_bad_cloud_llm_keys_are_refused_up_front(tiny_config, override, message)
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("value", ["-1", "some", "True"])
+def test_retrain_replay_takes_a_ratio_or_all(tiny_config, value):
+    with pytest.raises(ConfigError) as info:
+        make(tiny_config, model="LSC4Rec", cmd_args=[f"--retrain_replay={value}"])
+    assert "'retrain_replay' must be a number >= 0 or 'all'" in str(info.value)
+    assert make(tiny_config, model="LSC4Rec", cmd_args=["--retrain_replay=all"])["retrain_replay"] == "all"
+    assert make(tiny_config, model="LSC4Rec", cmd_args=["--retrain_replay=1.5"])["retrain_replay"] == 1.5
+
+
 def test_negative_cloud_lag(tiny_config):
     with pytest.raises(ConfigError) as info:
         make(tiny_config, config_dict=dict(tiny_config, cloud_lag=-1))

@@ -90,12 +90,15 @@ def _fine_tuning_samples(protocol, phase, srm):
 def replay_rows(protocol, ratio, seed):
     """Which older samples (``llm_train``: targets the cloud has seen too, all of them in the
     device's own history) re-training replays beside the fresh window: ``ratio`` per fresh
-    sample, drawn without replacement by a generator seeded with ``seed``, in protocol order.
+    sample, drawn without replacement by a generator seeded with ``seed``, in protocol order;
+    ``"all"``: every one of them, the device's whole local history.
 
     Replay lets re-training take enough steps to learn the fresh window without drifting from
     what the SRM learnt in the cloud (docs/method.md, "Training").
     """
     older, fresh = len(protocol.samples("llm_train")), len(protocol.samples("retrain"))
+    if ratio == "all":
+        return np.arange(older)
     count = min(older, int(round(ratio * fresh)))
     return np.sort(np.random.default_rng(seed).choice(older, count, replace=False))
 
