@@ -3,10 +3,11 @@
 Labels are sparse and noisy (one target per simulated request), so the policy is chosen, not
 just fit: repeated k-fold cross-validation on the fitting users compares ridge regressions of
 the gain on every feature (shrunk towards zero or towards one rule's feature, for every
-penalty of ``L2_GRID``), every rule alone, and random. The candidate whose held-out top
-shares capture the most gain at ``ratios`` is refit on all users; on a tie the simpler one
-wins (random, then a rule, then ridge with the stronger penalty). So the policy falls back to
-the best validated rule, or to random, when nothing beats it.
+penalty of ``L2_GRID``), every rule alone, and random, by the gain their held-out top shares
+capture at ``ratios``. The simplest candidate within one standard error of the best is refit on
+all users (the one-standard-error rule; simplest: random, then a rule, then ridge with the
+stronger penalty): a lead smaller than the folds' noise does not buy a more complex policy. So
+the policy falls back to the best validated rule, or to random, when nothing clearly beats it.
 """
 
 import numpy as np
@@ -70,7 +71,7 @@ class LearnedRequestPolicy:
         return {"none": None, **{rule: self.names.index(PRIOR_FEATURE[rule]) for rule in self.rules}}
 
     def _held_out_scores(self, features, columns, gains):
-        """Cross-validated captured gain of every candidate: ``{candidate: score}``."""
+        """Captured gain of every candidate on each held-out fold: ``{candidate: array over folds}``."""
         folds = RepeatedKFold(n_splits=self.folds, n_repeats=self.repeats, random_state=self.seed)
         scores = {}
         for fit_rows, held_out in folds.split(features):
@@ -85,7 +86,21 @@ class LearnedRequestPolicy:
                 scores.setdefault(("rule", rule, None), []).append(
                     captured_gain(rule_score(rule, {n: c[held_out] for n, c in columns.items()}), kept, self.ratios))
             scores.setdefault(("random", None, None), []).append(random_gain(kept, self.ratios))
-        return {candidate: float(np.mean(values)) for candidate, values in scores.items()}
+        return {candidate: np.asarray(values) for candidate, values in scores.items()}
+
+    def _one_standard_error_choice(self, scored):
+        """The simplest candidate whose mean held-out gain is within one standard error of the
+        best's. The error is that of the paired fold differences to the best, counting one
+        repeat's folds as independent (the repeats reuse the same users)."""
+        means = {key: values.mean() for key, values in scored.items()}
+        best = scored[max(means, key=means.get)]
+
+        def within_one_error(key):
+            gap = best - scored[key]
+            return gap.mean() <= gap.std(ddof=1) / np.sqrt(self.folds) + 1e-12
+
+        simplest = {"random": 0, "rule": 1, "ridge": 2}
+        return min((key for key in scored if within_one_error(key)), key=lambda key: (simplest[key[0]], -(key[2] or 0)))
 
     def fit(self, columns, gains):
         """Choose and fit on named ``columns`` (arrays over users) and each user's gain."""
@@ -97,12 +112,9 @@ class LearnedRequestPolicy:
             self.choice = ("ridge", "none", L2_GRID[-1])
         else:
             scored = self._held_out_scores(features, columns, gains)
-            self.cv_scores = {"/".join(str(part) for part in key if part is not None): value
-                              for key, value in scored.items()}
-            best = max(scored.values())
-            simplest = {"random": 0, "rule": 1, "ridge": 2}
-            self.choice = min((key for key, value in scored.items() if value >= best - 1e-12),
-                              key=lambda key: (simplest[key[0]], -(key[2] or 0)))
+            self.cv_scores = {"/".join(str(part) for part in key if part is not None): float(values.mean())
+                              for key, values in scored.items()}
+            self.choice = self._one_standard_error_choice(scored)
         kind, prior, l2 = self.choice
         if kind == "ridge":
             self._ridge = Ridge(features, gains, self._priors()[prior])
