@@ -117,6 +117,11 @@ def test_fine_tuning_that_never_beats_the_start_is_undone():
     tuned, log = fine_tune(srm, "retrain", interaction, lambda m, b, i: m.loss(b), validate, 2, 0.1, CONFIG)
     assert tuned is srm and not log["kept"] and log["best_epoch"] == -1
     assert log["valid_after"] == log["valid_before"]
+    # where the start's score is no fair bar (it was early-stopped on it), the best epoch is kept
+    tuned, log = fine_tune(srm, "retrain", interaction, lambda m, b, i: m.loss(b), validate, 2, 0.1, CONFIG,
+                           must_beat_start=False)
+    assert tuned is not srm and log["kept"] and log["best_epoch"] == 0 and log["valid_after"] < log["valid_before"]
+    assert -float(tuned.model.scores.detach()[2]) == pytest.approx(log["valid_after"], abs=1e-6)
 
 
 @pytest.mark.parametrize("coop, retrain", [(True, True), (True, False), (False, True), (False, False)])

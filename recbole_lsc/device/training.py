@@ -1,10 +1,13 @@
 """Fine-tuning stages of the device SRM: cooperative training and adaptive re-training.
 
-A stage fine-tunes a copy of the SRM it is given and keeps its best epoch only if that beats
-the starting SRM on validation: the ``valid_metric`` of the SRM re-ranking the stale
-validation lists, the job the SRM does in deployment, or, for re-training on a device that
-holds the item table, of the SRM ranking that table (docs/method.md, "Training").
-Otherwise the stage returns the SRM it was given, unchanged, and says so.
+A stage fine-tunes a copy of the SRM it is given and keeps its best epoch on validation: the
+``valid_metric`` of the SRM re-ranking the stale validation lists, the job the SRM does in
+deployment, or, for re-training on a device that holds the item table, of the SRM ranking that
+table (docs/method.md, "Training"). Where the starting SRM's score is a fair bar, the best epoch
+must beat it, otherwise the stage returns the SRM it was given, unchanged, and says so. It is not
+a fair bar where the starting SRM was itself early-stopped on that very score (the full-ranking
+validation of RecBole's trainer): its score is then a maximum over its epochs on the same users,
+biased upwards, and would undo a stage that helps.
 """
 
 import copy
@@ -61,16 +64,19 @@ def _train_epoch(srm, optimizer, interaction, loss_of, order, config, desc):
         optimizer.step()
 
 
-def fine_tune(srm, stage, interaction, loss_of, validate, epochs, learning_rate, config, tensorboard=None):
+def fine_tune(srm, stage, interaction, loss_of, validate, epochs, learning_rate, config, tensorboard=None,
+              must_beat_start=True):
     """Fine-tune a copy of ``srm`` on ``interaction``; return ``(srm after the stage, log)``.
 
     ``loss_of(srm, batch, index)`` is the stage's loss on the samples ``index``; ``validate(srm)``
-    the validation score (higher is better). Batches are shuffled by a generator seeded with
-    ``config["seed"]``.
+    the validation score (higher is better). With ``must_beat_start`` the best epoch is kept only
+    if it beats ``srm``'s own score; without, the best epoch is kept (``srm``'s score is logged).
+    Batches are shuffled by a generator seeded with ``config["seed"]``.
     """
     logger = logging.getLogger()
     tuned = copy.deepcopy(srm)
-    start_score = best_score = validate(srm)
+    start_score = validate(srm)
+    best_score = start_score if must_beat_start else -float("inf")
     best_state, best_epoch = None, -1
     optimizer = torch.optim.Adam(tuned.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(config["seed"])
@@ -86,7 +92,7 @@ def fine_tune(srm, stage, interaction, loss_of, validate, epochs, learning_rate,
             best_score, best_epoch, best_state = score, epoch, copy.deepcopy(tuned.state_dict())
     kept = best_state is not None
     logger.info(f"{stage}: {'kept epoch %d' % best_epoch if kept else 'no gain on validation, undone'}")
-    log = {"kept": kept, "best_epoch": best_epoch, "valid_before": round(start_score, 6),
+    log = {"kept": kept, "must_beat_start": must_beat_start, "best_epoch": best_epoch, "valid_before": round(start_score, 6),
            "valid_after": round(best_score, 6), "seconds": round(time.time() - started, 1)}
     if not kept:
         return srm, log
