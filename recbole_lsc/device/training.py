@@ -25,6 +25,7 @@ class RerankValidation:
     """``valid_metric`` of an SRM re-ranking fixed candidate lists with fresh histories."""
 
     name = "re-rank"
+    fair_bar = True  # not what the starting SRM was early-stopped on: a stage must beat its score
 
     def __init__(self, interaction, lists, targets, config):
         self.interaction, self.lists, self.targets = interaction, lists, targets
@@ -41,6 +42,7 @@ class CatalogueValidation:
     device that holds the table shows at alpha = 0."""
 
     name = "full ranking"
+    fair_bar = False  # RecBole's trainer early-stopped the starting SRM on this score: a biased bar
 
     def __init__(self, interaction, config):
         self.interaction, self.config = interaction, config

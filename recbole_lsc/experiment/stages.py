@@ -131,9 +131,9 @@ class FineTuningStages:
                                                                                    srm.fields)])
         if epochs == 0 or len(interaction) == 0:
             return srm, {"kept": False, "reason": "no epochs or no samples"}
-        # the full-ranking validation is what RecBole's trainer early-stopped the SRM on: no fair bar
-        return fine_tune(srm, stage, interaction, loss_of(), self._validation(srm, device_catalogue), epochs, learning_rate,
-                         self.config, self.tensorboard, must_beat_start=device_catalogue != "full")
+        validate = self._validation(srm, device_catalogue)
+        return fine_tune(srm, stage, interaction, loss_of(), validate, epochs, learning_rate, self.config,
+                         self.tensorboard, must_beat_start=validate.fair_bar)
 
     def cooperative(self, srm):
         """Stage 2: the cloud's candidates of each training sample are the SRM's hard negatives."""
