@@ -54,7 +54,7 @@ _INT_KEYS = (
 _FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob",
                "llm_learning_rate", "llm_weight_decay", "llm_dropout", "llm_lora_alpha", "llm_lora_dropout",
                "serve_batch_window_ms", "request_timeout", "replay_stop_cloud_after")
-_BOOL_KEYS = ("coop_train", "retrain", "retrain_history_negatives", "llm_lora", "llm_mask_history",
+_BOOL_KEYS = ("coop_train", "retrain", "llm_lora", "llm_mask_history",
               "llm_gradient_checkpointing")
 _STR_KEYS = ("results_dir", "checkpoint_dir", "data_path", "serve_host", "serve_token_file", "replay_bundle",
              "replay_cloud_url")
@@ -71,6 +71,11 @@ _POSITIVE_KEYS = (
 _RANGES = {"fusion_alpha": (0, 1), "request_ratio": (0, 1), "coop_weight": (0, 100),
            "llm_dropout": (0, 1), "llm_lora_dropout": (0, 1), "llm_learning_rate": (1e-12, 10),
            "replay_stop_cloud_after": (0, 1), "request_timeout": (0.001, 3600)}
+# Keys earlier releases read, and what replaced them: refused, not silently ignored.
+_RETIRED_KEYS = {
+    "retrain_history_negatives": "re-training with device_catalogue 'candidates' now scores each target against every "
+                                 "item the device holds (its history and every list it was sent)",
+}
 _UNIT_LISTS = ("request_curve_ratios",)  # lists of shares in [0, 1]
 # RecBole options that write or read pickles; the plugin never unpickles a file.
 _PICKLE_CACHE_KEYS = ("save_dataset", "save_dataloaders", "dataset_save_path", "dataloaders_save_path")
@@ -207,6 +212,8 @@ class LSCConfig(Config):
         for key in self.external_config_dict:
             if not isinstance(key, str):
                 raise ConfigError(f"config key {key!r} is not a name; config keys are words such as 'epochs'")
+            if key in _RETIRED_KEYS:
+                raise ConfigError(f"config key '{key}' is no longer read: {_RETIRED_KEYS[key]}; remove it")
             if key in known:
                 continue
             close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.8)

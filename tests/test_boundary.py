@@ -126,3 +126,26 @@ def test_retraining_replays_older_local_samples_beside_the_fresh_window(setting,
     retrain_lists = stages._retraining_lists(rows)
     assert torch.equal(retrain_lists.item_ids[: len(fresh)], lists.get("retrain", "stale").item_ids)
     assert torch.equal(retrain_lists.item_ids[len(fresh):], lists.get("llm_train", "stale").item_ids[rows])
+
+
+def test_retraining_without_the_item_table_reads_only_what_each_device_holds(setting):
+    config, data, srm, lists = setting
+    protocol = data.protocol
+    stages = FineTuningStages({**config.final_config_dict, "retrain_replay": 1.5, "seed": 3}, lists, protocol)
+    replay = stages.retraining_samples()
+    held, sent = stages.held_items(replay), stages._retraining_lists(replay)
+    list_users = np.r_[protocol.samples("retrain").user, protocol.samples("llm_train").user[replay]]
+    for user in np.flatnonzero(protocol.lengths):
+        sequence = protocol.items[protocol.offsets[user] : protocol.offsets[user] + protocol.lengths[user]]
+        received = sent.item_ids[torch.from_numpy(list_users == user)]
+        # its history before the validation target and the lists it was sent, nothing else
+        assert set(held.items_of(user).tolist()) == (set(sequence[:-2].tolist()) | set(received.flatten().tolist())) - {0}
+    user = int(protocol.samples("retrain").user[0])
+    fresh = protocol.samples("retrain")
+    batch = protocol.interaction(stages_module.Samples(fresh.user[fresh.user == user], fresh.position[fresh.user == user]),
+                                 "fresh", srm.max_len, srm.fields)
+    outside = set(range(1, data.dataset.item_num)) - set(held.items_of(user).tolist())
+    changed = perturbed(srm, outside)
+    with torch.no_grad():
+        assert changed.held_items_loss(batch, held).item() == pytest.approx(srm.held_items_loss(batch, held).item(), rel=1e-6)
+        assert changed.loss(batch).item() != pytest.approx(srm.loss(batch).item(), rel=1e-3)  # the item table's loss moves

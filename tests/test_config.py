@@ -198,6 +198,13 @@ def test_retrain_replay_takes_a_ratio_or_all(tiny_config, value):
     assert make(tiny_config, model="LSC4Rec", cmd_args=["--retrain_replay=1.5"])["retrain_replay"] == 1.5
 
 
+def test_a_retired_key_is_refused_with_what_replaced_it(tiny_config):
+    with pytest.raises(ConfigError) as info:
+        make(tiny_config, model="LSC4Rec", cmd_args=["--retrain_history_negatives=True"])
+    message = str(info.value)
+    assert "'retrain_history_negatives' is no longer read" in message and "every item the device holds" in message
+
+
 def test_negative_cloud_lag(tiny_config):
     with pytest.raises(ConfigError) as info:
         make(tiny_config, config_dict=dict(tiny_config, cloud_lag=-1))

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import recbole_lsc.cloud.trainer as cloud_trainer
 import recbole_lsc.experiment.stages as stages_module
 from recbole_lsc.channel import CandidateList
+from recbole_lsc.device.held import HeldItems
 from recbole_lsc.device.srm import DeviceSRM
 from recbole_lsc.device.training import CatalogueValidation, fine_tune
 from recbole_lsc.experiment.seeds import aggregate_curve, aggregate_rows, policy_tests, with_seed
@@ -69,23 +70,23 @@ def test_cooperative_losses_by_hand():
         srm.cooperative_loss(batch, lists, "average", 1.0)
 
 
-def test_list_loss_with_and_without_the_history_by_hand():
+def test_held_items_loss_by_hand_and_blind_to_items_the_device_does_not_hold():
     srm = device_srm(8)
     with torch.no_grad():
         srm.model.scores.copy_(torch.tensor([0.0, 1.0, 2.0, 0.5, -1.0, 0.3, 0.7, -0.2]))
     full = srm.model.scores
-    batch = batch_of([2])
-    # history: 6, 3 (also listed), 6 again, padding; the target 2 is listed too
-    batch["item_id_list"] = torch.tensor([[6, 3, 6, 0]])
-    lists = CandidateList(torch.tensor([[3, 2, 5]]), torch.tensor([[-0.5, -1.0, -2.0]]), "t", torch.tensor([3]))
-    listed = -torch.log_softmax(full[[2, 3, 5]], 0)[0]  # target against the list's other items
-    assert srm.list_loss(batch, lists).item() == pytest.approx(listed.item(), rel=1e-6)
-    held = -torch.log_softmax(full[[2, 3, 5, 6]], 0)[0]  # + history items once, none twice, no padding
-    assert srm.list_loss(batch, lists, with_history=True).item() == pytest.approx(held.item(), rel=1e-6)
-    batch["item_id_list"] = torch.tensor([[2, 0, 0, 0]])  # a target taken before stays the positive only
-    unlisted = CandidateList(torch.tensor([[3, 5, 1]]), torch.tensor([[-0.5, -1.0, -2.0]]), "t", torch.tensor([3]))
-    expected = -torch.log_softmax(full[[2, 3, 5, 1]], 0)[0]
-    assert srm.list_loss(batch, unlisted, with_history=True).item() == pytest.approx(expected.item(), rel=1e-6)
+    batch = batch_of([2, 4])
+    batch["user_id"] = torch.tensor([0, 1])
+    # user 0 holds 3, 5 and its target 2; user 1 holds 6 and 1 (a repeat and padding are dropped)
+    held = HeldItems([0, 0, 0, 1, 1, 1, 1], [3, 5, 2, 6, 1, 6, 0])
+    assert held.items_of(0).tolist() == [2, 3, 5] and held.items_of(1).tolist() == [1, 6]
+    first = -torch.log_softmax(full[[2, 3, 5]], 0)[0]
+    second = -torch.log_softmax(full[[4, 6, 1]], 0)[0]  # the target 4 counts: the device saw it
+    loss = srm.held_items_loss(batch, held)
+    assert loss.item() == pytest.approx(((first + second) / 2).item(), rel=1e-6)
+    loss.backward()
+    grad = srm.model.scores.grad
+    assert torch.all(grad[[0, 7]] == 0) and torch.all(grad[[1, 2, 3, 4, 5, 6]] != 0)  # 0 and 7: held by nobody
 
 
 def test_fine_tuning_keeps_the_best_improving_epoch_and_leaves_its_input_unchanged():

@@ -78,21 +78,20 @@ class DeviceSRM(nn.Module):
         """The SRM's own RecBole loss, after its own batch transform (re-training)."""
         return self.model.calculate_loss(self._transform(interaction))
 
-    def list_loss(self, interaction, candidates, with_history=False):
-        """CE of the target against a candidate list, from candidate-only scores: the loss a
-        device that holds only the items it was sent (and its history, hence the target) can train.
+    def held_items_loss(self, interaction, held):
+        """CE of the target over the items the device holds (``held``: a
+        :class:`~recbole_lsc.device.held.HeldItems`): re-training on a device that holds only
+        what it was sent.
 
-        ``with_history``: the items of the sample's history are negatives too (those not in the
-        list and not the target; the device holds them). A cloud list made from a stale history
-        often holds items the user has taken since; where a dataset never repeats an item the
-        SRM learns to push those down, where it does the positives say so.
+        The catalogue's scores are computed and those of items the user does not hold are set
+        to -inf: the loss (and its gradient) is the softmax over the held items alone, which the
+        device computes from their embeddings; an item it does not hold gets no gradient.
         """
         target = interaction[self.fields["item"]]
-        negatives = candidates.item_ids
-        if with_history:
-            negatives = torch.cat([negatives, _new_history_items(interaction[self.fields["item_seq"]], negatives)], 1)
-        scores = self.candidate_scores(interaction, torch.cat([target.unsqueeze(1), negatives], dim=1))
-        return _target_against_list(scores[:, 0], scores[:, 1:], negatives, target)
+        scores = self.catalogue_scores(interaction)
+        holds = held.mask(interaction[self.fields["user"]], scores.size(1)).to(scores.device)
+        holds[torch.arange(len(target), device=scores.device), target] = True  # the device saw its target
+        return F.cross_entropy(scores.masked_fill(~holds, -torch.inf), target)
 
     def cooperative_loss(self, interaction, candidates, kind, weight):
         """Full-catalogue CE plus a term on the cloud's candidates, which are hard negatives.
@@ -118,13 +117,6 @@ class DeviceSRM(nn.Module):
             teacher = torch.softmax(candidates.scores, dim=1)
             restricted = F.kl_div(torch.log_softmax(cand_scores, dim=1), teacher, reduction="batchmean")
         return loss + weight * restricted
-
-
-def _new_history_items(item_seq, list_ids):
-    """``item_seq`` with padding, items already in ``list_ids`` and repeats set to 0 (padding)."""
-    seen = (item_seq.unsqueeze(2) == list_ids.unsqueeze(1)).any(2)
-    earlier = torch.triu(item_seq.unsqueeze(2) == item_seq.unsqueeze(1), diagonal=1).any(1)
-    return item_seq.masked_fill(seen | earlier, 0)
 
 
 def _target_against_list(target_scores, list_scores, list_ids, target):

@@ -117,11 +117,10 @@ def retraining_loss(srm, batch, index):
     return srm.loss(batch)
 
 
-def list_retraining_loss(candidates, with_history=False):
-    """Re-training's loss on a device that holds only its lists: each fresh-window target
-    against the cloud's stale list of that sample, and with ``with_history`` its history items
-    too (``DeviceSRM.list_loss``)."""
+def held_items_retraining_loss(held):
+    """Re-training's loss on a device that holds only its lists and history: each fresh-window
+    target against every item the user holds (``DeviceSRM.held_items_loss``)."""
     def loss_of(srm, batch, index):
-        return srm.list_loss(batch, candidates.select(index).to(batch[srm.fields["item"]].device), with_history)
+        return srm.held_items_loss(batch, held)
 
     return loss_of

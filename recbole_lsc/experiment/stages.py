@@ -8,7 +8,8 @@
    training samples (stale history) as hard negatives; the lists are computed once and cached;
 3. adaptive re-training, on the device: the SRM fine-tuned on the freshest window, which the
    cloud has not seen, with what the device holds (``device_catalogue``): the SRM's own loss
-   over the item table (``full``) or each target against the sample's cloud list (``candidates``).
+   over the item table (``full``) or a softmax over the items its device holds: its history and
+   the cloud lists it was sent (``candidates``).
 
 Each stage returns a new SRM (or the one it was given, when validation did not improve), so
 every state stays available: the ablations are built from them, nothing is rewound.
@@ -27,8 +28,9 @@ from recbole.utils import get_tensorboard, init_seed
 
 from recbole_lsc.channel import concat_lists
 from recbole_lsc.device.training import (
-    CatalogueValidation, RerankValidation, cooperative_loss, fine_tune, list_retraining_loss, retraining_loss,
+    CatalogueValidation, RerankValidation, cooperative_loss, fine_tune, held_items_retraining_loss, retraining_loss,
 )
+from recbole_lsc.device.held import HeldItems
 from recbole_lsc.experiment.srm import fit_recbole
 from recbole_lsc.protocol import Samples
 
@@ -152,6 +154,12 @@ class FineTuningStages:
             return fresh
         return concat_lists([fresh, self.lists.get("llm_train", "stale").select(torch.from_numpy(replay))])
 
+    def held_items(self, replay):
+        """What each device holds at re-training without the item table: its history and the
+        cloud lists of its re-training samples (fresh window, then the replayed ones)."""
+        users = np.r_[self.protocol.samples("retrain").user, self.protocol.samples("llm_train").user[replay]]
+        return HeldItems.at_retraining(self.protocol, users, self._retraining_lists(replay))
+
     def retraining(self, srm, device_catalogue):
         """Stage 3: the fresh window the cloud has not seen, and a replay of older local samples,
         with the loss the device can compute."""
@@ -159,8 +167,7 @@ class FineTuningStages:
         if device_catalogue == "full":
             loss_of = lambda: retraining_loss  # noqa: E731
         else:
-            loss_of = lambda: list_retraining_loss(self._retraining_lists(replay),  # noqa: E731
-                                                   self.config["retrain_history_negatives"])
+            loss_of = lambda: held_items_retraining_loss(self.held_items(replay))  # noqa: E731
         return self._run(srm, "retrain", "retrain", self.config["retrain_epochs"],
                          self.config["retrain_learning_rate"], loss_of, replay, device_catalogue)
 
