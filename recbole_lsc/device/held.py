@@ -11,6 +11,12 @@ import numpy as np
 import torch
 
 
+def _positions_within_runs(counts):
+    """Each element's position inside its run, for consecutive runs of ``counts`` elements."""
+    counts = np.asarray(counts)
+    return np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 class HeldItems:
     """Each user's held item ids, stored compactly (one sorted run of ids per user).
 
@@ -35,8 +41,7 @@ class HeldItems:
         and the items of ``lists`` (row ``i`` was sent to user ``list_users[i]``)."""
         before_valid = np.maximum(protocol.lengths - 2, 0)
         history_users = np.repeat(np.arange(len(before_valid)), before_valid)
-        within = np.arange(before_valid.sum()) - np.repeat(np.cumsum(before_valid) - before_valid, before_valid)
-        history_items = protocol.items[np.repeat(protocol.offsets, before_valid) + within]
+        history_items = protocol.items[np.repeat(protocol.offsets, before_valid) + _positions_within_runs(before_valid)]
         list_items = lists.item_ids.numpy()
         return cls(np.r_[history_users, np.repeat(np.asarray(list_users), list_items.shape[1])],
                    np.r_[history_items, list_items.ravel()])
@@ -51,7 +56,7 @@ class HeldItems:
         users = users.cpu()
         counts = self._counts[users]
         rows = torch.repeat_interleave(torch.arange(len(users)), counts)
-        within = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        within = torch.from_numpy(_positions_within_runs(counts.numpy()))
         cols = self._items[torch.repeat_interleave(self._starts[users], counts) + within]
         inside = cols < width
         mask = torch.zeros(len(users), width, dtype=torch.bool)
