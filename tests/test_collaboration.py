@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from recbole_lsc.channel import CandidateList
+from recbole_lsc.device.learned import LearnedRequestPolicy
 from recbole_lsc.device.policies import top_share
 from recbole_lsc.evaluation.metrics import metric_values
 from recbole_lsc.experiment.collaboration import Collaboration, PhaseLists, tune_alpha
 
 CONFIG = {"fusion_alpha": "auto", "fusion_norm": "prob", "valid_metric": "NDCG@10", "metrics": ["Hit", "NDCG"],
-          "topk": [5, 10], "metric_decimal_place": 4}
+          "topk": [5, 10], "metric_decimal_place": 4, "request_ratio": 0.1, "request_curve_ratios": [0, 0.05, 0.2, 1]}
 USERS, SIZE, ITEMS = 300, 20, 80
 
 
@@ -103,12 +104,28 @@ def test_everything_fitted_reads_validation_and_fresh_window_labels_only(phases)
     collab = Collaboration(CONFIG, valid, test, extra)
     other_test = dataclasses.replace(test, targets=torch.roll(test.targets, 7))
     moved = Collaboration(CONFIG, valid, other_test, extra)
-    assert moved.alpha == collab.alpha and moved.learned.cv_scores == collab.learned.cv_scores
+    def cv_scores(fitted):
+        return {rho: policy.cv_scores for rho, policy in fitted.learned.items()}
+
+    assert moved.alpha == collab.alpha and cv_scores(moved) == cv_scores(collab)
     assert collab.row("x", "lsc4rec", "learned", 0.1, 5)[0]["test"] != moved.row("x", "lsc4rec", "learned", 0.1, 5)[0]["test"]
     for changed in (Collaboration(CONFIG, dataclasses.replace(valid, targets=torch.roll(valid.targets, 7)), test, extra),
                     Collaboration(CONFIG, valid, test, dataclasses.replace(extra, targets=torch.roll(extra.targets, 7)))):
-        assert changed.learned.cv_scores != collab.learned.cv_scores
+        assert cv_scores(changed) != cv_scores(collab)
     assert collab.fit_size == 2 * USERS
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_the_learned_policy_is_chosen_for_each_budget_a_device_may_run(full):
+    collab = Collaboration(CONFIG, synthetic_phase(0, full), synthetic_phase(1, full))
+    # the configured budgets (the curve's and request_ratio), not 0 and 1 where no one decides
+    assert set(collab.info()["learned_policy"]) == {"0.05", "0.1", "0.2"}
+    assert set(collab.info()["learned_policy_cv"]["0.1"]) >= {"random", "rule/consistency"}
+    columns, gains = collab._fitting
+    for rho in (0.1, 0.3):  # 0.3: fit on first use, on the same labels
+        alone = LearnedRequestPolicy(collab.feature_names, collab.rules, ratios=(rho,)).fit(columns, gains)
+        assert collab.learned_policy(rho).cv_scores == pytest.approx(alone.cv_scores)
+    assert "0.3" in collab.info()["learned_policy"]
 
 
 def test_rho_zero_and_one_are_never_and_always(collab):

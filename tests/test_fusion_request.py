@@ -8,7 +8,7 @@ from recbole_lsc.device.features import (
     FEATURE_NAMES, catalogue_features, feature_columns, feature_matrix, list_features, rank_displacement,
 )
 from recbole_lsc.device.fusion import fuse, normalise, with_own_top
-from recbole_lsc.device.learned import L2_GRID, LearnedRequestPolicy, captured_gain, random_gain
+from recbole_lsc.device.learned import L2_GRID, LearnedRequestPolicy, captured_gain, fit_per_budget, random_gain
 from recbole_lsc.device.policies import calibrate_threshold, policy_priority, request_noise, top_share
 from recbole_lsc.evaluation.metrics import per_user_metrics
 from recbole_lsc.evaluation.ranks import list_ranks
@@ -225,10 +225,32 @@ def test_learned_policy_keeps_random_when_a_lead_is_within_the_folds_noise():
     assert rule._one_standard_error_choice({ridge: np.array([1.0, 1.0]), rand: np.array([0.8, 1.1])}) == rand
 
 
+def test_learned_policy_is_chosen_per_budget():
+    rng = np.random.default_rng(0)
+    regret, displacement = rng.random(2000), rng.random(2000)
+    # the few who gain most are the regret rule's top 5%; a wider group gains less, found by consistency
+    gains = np.where(regret > 0.95, 1.0, np.where(displacement > 0.8, 0.5, 0.0))
+    columns = {"rank_displacement": displacement, "expected_regret": regret}
+    names, rules = tuple(columns), ("consistency", "regret")
+    per_budget = fit_per_budget(names, rules, columns, gains, (0.05, 0.2))
+    assert {rho: policy.description for rho, policy in per_budget.items()} == {0.05: "rule/regret",
+                                                                              0.2: "rule/consistency"}
+    # one score averaged over budgets weighs the largest most: it picks consistency for every budget
+    averaged = LearnedRequestPolicy(names, rules, ratios=(0.05, 0.2)).fit(columns, gains)
+    assert averaged.description == "rule/consistency"
+    assert per_budget[0.05].cv_scores["rule/regret"] > 1.5 * per_budget[0.05].cv_scores["rule/consistency"]
+    for rho, policy in per_budget.items():  # shared folds: the same scores as a fit for that budget alone
+        alone = LearnedRequestPolicy(names, rules, ratios=(rho,)).fit(columns, gains)
+        assert alone.cv_scores == pytest.approx(policy.cv_scores) and alone.choice == policy.choice
+    few = fit_per_budget(names, rules, {name: values[:6] for name, values in columns.items()}, gains[:6], (0.1,))
+    assert few[0.1].description == f"ridge/none/{L2_GRID[-1]}"  # too few users to fold: the most-penalised ridge
+
+
 def test_random_gain_by_hand():
     gains = np.array([0.4, 0.0, -0.2, 0.6])
     # a share 0.5 of 4 users = 2 users, each worth the mean gain 0.2 on average: 0.4 / 4 users
-    assert random_gain(gains, (0.5,)) == pytest.approx(2 / 4 * 0.2)
+    assert random_gain(gains, (0.5,)) == pytest.approx([2 / 4 * 0.2])
+    assert random_gain(gains, (0.25, 0.5)) == pytest.approx([1 / 4 * 0.2, 2 / 4 * 0.2])  # one value per ratio
 
 
 def test_full_catalogue_candidates_add_the_devices_own_top_items():
@@ -247,8 +269,8 @@ def test_full_catalogue_candidates_add_the_devices_own_top_items():
 def test_captured_gain_by_hand():
     gains = np.array([0.5, -0.2, 0.0, 1.0])
     priority = np.array([3.0, 4.0, 1.0, 2.0])
-    # ratio 0.25 requests user 1 (-0.2); ratio 0.5 users 1 and 0 (0.3); per user of 4, averaged
-    assert captured_gain(priority, gains, (0.25, 0.5)) == pytest.approx(((-0.2) / 4 + 0.3 / 4) / 2)
+    # ratio 0.25 requests user 1 (-0.2); ratio 0.5 users 1 and 0 (0.3); per user of 4
+    assert captured_gain(priority, gains, (0.25, 0.5)) == pytest.approx([-0.2 / 4, 0.3 / 4])
 
 
 def test_paired_test_known_cases():

@@ -8,6 +8,7 @@ capture at ``ratios``. The simplest candidate within one standard error of the b
 all users (the one-standard-error rule; simplest: random, then a rule, then ridge with the
 stronger penalty): a lead smaller than the folds' noise does not buy a more complex policy. So
 the policy falls back to the best validated rule, or to random, when nothing clearly beats it.
+:func:`fit_per_budget` makes that choice once per request budget, on shared folds.
 """
 
 import numpy as np
@@ -22,13 +23,13 @@ PRIOR_FEATURE = {"consistency": "rank_displacement", "top1_missing": "srm_top1_i
 
 
 def captured_gain(priority, gains, ratios):
-    """Mean over ``ratios`` of the gain per user won by requesting the top-priority share."""
-    return float(np.mean([gains[top_share(priority, ratio)].sum() / len(gains) for ratio in ratios]))
+    """Gain per user won by requesting the top-priority share, per ratio of ``ratios`` (an array)."""
+    return np.array([gains[top_share(priority, ratio)].sum() / len(gains) for ratio in ratios])
 
 
 def random_gain(gains, ratios):
-    """The gain per user that random requests capture on average at ``ratios``."""
-    return float(np.mean([round(ratio * len(gains)) / len(gains) * gains.mean() for ratio in ratios]))
+    """The gain per user that random requests capture on average, per ratio of ``ratios``."""
+    return np.array([round(ratio * len(gains)) / len(gains) * gains.mean() for ratio in ratios])
 
 
 class Ridge:
@@ -60,18 +61,23 @@ class LearnedRequestPolicy:
         names: the feature columns it reads (what the device holds).
         rules: rule policies it may fall back to or shrink towards (their features among ``names``).
         l2: a fixed ridge penalty (no selection: ridge without prior); None selects by cross-validation.
+        ratios: the request budgets whose captured gain, averaged, scores a candidate.
     """
 
     def __init__(self, names, rules=(), l2=None, ratios=(0.05, 0.1, 0.2), folds=5, repeats=4, seed=0):
         self.names, self.rules, self.l2 = tuple(names), tuple(rules), l2
-        self.ratios, self.folds, self.repeats, self.seed = ratios, folds, repeats, seed
+        self.ratios, self.folds, self.repeats, self.seed = tuple(ratios), folds, repeats, seed
         self.choice, self.cv_scores, self.weights, self._ridge = None, {}, None, None
 
     def _priors(self):
         return {"none": None, **{rule: self.names.index(PRIOR_FEATURE[rule]) for rule in self.rules}}
 
-    def _held_out_scores(self, features, columns, gains):
-        """Captured gain of every candidate on each held-out fold: ``{candidate: array over folds}``."""
+    def held_out_scores(self, columns, gains):
+        """Captured gain of every candidate per held-out fold and ratio of ``ratios``:
+        ``{candidate: array [folds, ratios]}``; None when there are too few users to fold."""
+        features, gains = feature_matrix(columns, self.names), np.asarray(gains, dtype=np.float64)
+        if len(gains) < 2 * self.folds:
+            return None
         folds = RepeatedKFold(n_splits=self.folds, n_repeats=self.repeats, random_state=self.seed)
         scores = {}
         for fit_rows, held_out in folds.split(features):
@@ -102,24 +108,29 @@ class LearnedRequestPolicy:
         simplest = {"random": 0, "rule": 1, "ridge": 2}
         return min((key for key in scored if within_one_error(key)), key=lambda key: (simplest[key[0]], -(key[2] or 0)))
 
-    def fit(self, columns, gains):
-        """Choose and fit on named ``columns`` (arrays over users) and each user's gain."""
-        features = feature_matrix(columns, self.names)
-        gains = np.asarray(gains, dtype=np.float64)
+    def choose(self, columns, gains, scored):
+        """Choose among the fold scores ``scored`` (``{candidate: array over folds}``; None: too
+        few users, the most-penalised ridge) and refit the choice on all users."""
         if self.l2 is not None:
             self.choice = ("ridge", "none", self.l2)
-        elif len(gains) < 2 * self.folds:
+        elif scored is None:
             self.choice = ("ridge", "none", L2_GRID[-1])
         else:
-            scored = self._held_out_scores(features, columns, gains)
             self.cv_scores = {"/".join(str(part) for part in key if part is not None): float(values.mean())
                               for key, values in scored.items()}
             self.choice = self._one_standard_error_choice(scored)
         kind, prior, l2 = self.choice
         if kind == "ridge":
-            self._ridge = Ridge(features, gains, self._priors()[prior])
+            self._ridge = Ridge(feature_matrix(columns, self.names), np.asarray(gains, dtype=np.float64),
+                                self._priors()[prior])
             self.weights = self._ridge.weights(l2)
         return self
+
+    def fit(self, columns, gains):
+        """Choose and fit on named ``columns`` (arrays over users) and each user's gain."""
+        scored = None if self.l2 is not None else self.held_out_scores(columns, gains)
+        return self.choose(columns, gains, None if scored is None else
+                           {key: values.mean(1) for key, values in scored.items()})
 
     @property
     def description(self):
@@ -157,3 +168,18 @@ class LearnedRequestPolicy:
         if kind == "rule":
             return rule_score(rule, columns)
         return np.zeros(len(next(iter(columns.values()))))  # random: the caller's jitter decides
+
+
+def fit_per_budget(names, rules, columns, gains, budgets):
+    """One learned policy per request budget of ``budgets``, each chosen by its own captured
+    gain on the same folds (the ridge fits are shared).
+
+    A device runs at one budget, and which policy is best depends on it: the users a rule
+    singles out at rho 0.2 need not be the few who gain most at rho 0.05, and a score averaged
+    over budgets weighs the largest one most (captured gain grows with the share requested).
+    """
+    budgets = tuple(budgets)
+    scored = LearnedRequestPolicy(names, rules, ratios=budgets).held_out_scores(columns, gains)
+    return {budget: LearnedRequestPolicy(names, rules, ratios=(budget,)).choose(
+                columns, gains, None if scored is None else {key: values[:, index] for key, values in scored.items()})
+            for index, budget in enumerate(budgets)}

@@ -14,7 +14,7 @@ def request_rule(config, collaboration):
     everyone = fixed_decision(policy, ratio)
     if everyone is not None:  # threshold None: never
         return RequestRule(policy, ratio, seed, always=everyone)
-    learned = collaboration.learned.to_dict() if policy == "learned" else None
+    learned = collaboration.learned_policy(ratio).to_dict() if policy == "learned" else None
     return RequestRule(policy, ratio, seed, threshold=float(collaboration.threshold(policy, ratio, seed)),
                        learned=learned)
 

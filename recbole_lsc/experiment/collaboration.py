@@ -18,7 +18,7 @@ import torch
 from recbole_lsc.device.features import feature_names
 from recbole_lsc.device.fusion import ALPHA_GRID, fuse
 from recbole_lsc.device.inference import candidate_set, request_columns, shown_order
-from recbole_lsc.device.learned import LearnedRequestPolicy
+from recbole_lsc.device.learned import fit_per_budget
 from recbole_lsc.device.policies import (
     available_rules, calibrate_threshold, fixed_decision, policy_priority, request_noise, top_share,
 )
@@ -106,14 +106,15 @@ class Collaboration:
         self.phases = {phase: FusedPhase(lists, self.alpha, config) for phase, lists in (("valid", valid), ("test", test))}
         self.ranks = {phase: fused.ranks for phase, fused in self.phases.items()}
         self.gain = {phase: fused.gain for phase, fused in self.phases.items()}
-        names = feature_names(valid.catalogue is not None)
+        names = self.feature_names = feature_names(valid.catalogue is not None)
         self.rules = available_rules(names)
         self.policies = ("random", *self.rules, "learned", "oracle")  # the curve's: what this device can run, the oracle
         fitting = [self.phases["valid"]] + ([FusedPhase(extra, self.alpha, config)] if extra is not None else [])
         self.fit_size = sum(len(phase.gain) for phase in fitting)
-        self.learned = LearnedRequestPolicy(names, self.rules).fit(
-            {name: np.concatenate([phase.columns[name] for phase in fitting]) for name in names},
-            np.concatenate([phase.gain for phase in fitting]))
+        self._fitting = ({name: np.concatenate([phase.columns[name] for phase in fitting]) for name in names},
+                         np.concatenate([phase.gain for phase in fitting]))
+        budgets = sorted({*config["request_curve_ratios"], config["request_ratio"]} - {0, 1})
+        self.learned = fit_per_budget(names, self.rules, *self._fitting, budgets)  # {rho: policy}
 
     def requests(self, policy, ratio, seed):
         """``{phase: mask}`` of requesting users for ``policy`` at ``ratio``."""
@@ -122,19 +123,26 @@ class Collaboration:
         everyone = fixed_decision(policy, ratio)
         if everyone is not None:
             return {phase: np.full(len(gain), everyone) for phase, gain in self.gain.items()}
-        priority = {phase: self.priority(policy, phase, seed) for phase in ("valid", "test")}
+        priority = {phase: self.priority(policy, ratio, phase, seed) for phase in ("valid", "test")}
         tau = calibrate_threshold(priority["valid"], ratio)
         return {phase: values >= tau for phase, values in priority.items()}
 
-    def priority(self, policy, phase, seed):
-        """Each ``phase`` user's request priority under ``policy`` (a thresholded one)."""
+    def priority(self, policy, ratio, phase, seed):
+        """Each ``phase`` user's request priority under ``policy`` (a thresholded one) at ``ratio``."""
         fused = self.phases[phase]
         noise = request_noise(seed, fused.lists.users, fused.lists.history_len.numpy())
-        return policy_priority(policy, fused.columns, noise, self.learned)
+        return policy_priority(policy, fused.columns, noise, self.learned_policy(ratio) if policy == "learned" else None)
+
+    def learned_policy(self, ratio):
+        """The learned policy chosen for a budget ``ratio`` (a device runs at one budget); fit on
+        first use for a budget outside the configured ones."""
+        if ratio not in self.learned:
+            self.learned.update(fit_per_budget(self.feature_names, self.rules, *self._fitting, (ratio,)))
+        return self.learned[ratio]
 
     def threshold(self, policy, ratio, seed):
         """The priority a device needs to request: a share ``ratio`` of validation users has it."""
-        return calibrate_threshold(self.priority(policy, "valid", seed), ratio)
+        return calibrate_threshold(self.priority(policy, ratio, "valid", seed), ratio)
 
     def final_ranks(self, phase, mask):
         """Target ranks in the lists the users end with: fresh where they requested, else stale."""
@@ -167,9 +175,11 @@ class Collaboration:
 
     def info(self):
         """What was tuned and chosen, for results.json."""
-        learned = self.learned
+        by_budget = {str(ratio): policy for ratio, policy in self.learned.items()}
         return {"device_catalogue": self.device_catalogue, "alpha_stale": self.alpha["stale"],
-                "alpha_fresh": self.alpha["fresh"], "learned_policy": learned.description,
-                "learned_policy_fit_users": self.fit_size,
-                "learned_policy_weights": None if learned.weights is None else learned.weights.round(6).tolist(),
-                "learned_policy_cv": {key: round(value, 6) for key, value in learned.cv_scores.items()}}
+                "alpha_fresh": self.alpha["fresh"], "learned_policy_fit_users": self.fit_size,
+                "learned_policy": {rho: policy.description for rho, policy in by_budget.items()},
+                "learned_policy_weights": {rho: None if policy.weights is None else policy.weights.round(6).tolist()
+                                           for rho, policy in by_budget.items()},
+                "learned_policy_cv": {rho: {key: round(value, 6) for key, value in policy.cv_scores.items()}
+                                      for rho, policy in by_budget.items()}}
