@@ -218,16 +218,11 @@ def test_learned_policy_keeps_random_when_a_lead_is_within_the_folds_noise():
     assert policy.description == "random"  # ... by less than one standard error: random is kept
     # by hand, 2 folds: the gap to the best per fold is (a, b), its error |a - b| / 2 (std / sqrt 2)
     rule = LearnedRequestPolicy(names, folds=2)
-    ridge, consistency, rand = ("ridge", "none", 1.0), ("rule", "consistency", None), ("random", None, None)
-    # gaps to random 0.3, 0.5: mean 0.4 > 2 errors (0.2), the ridge's lead is kept
-    assert rule._simplest_clear_choice({ridge: np.array([1.0, 1.0]), rand: np.array([0.7, 0.5])}) == ridge
-    # gaps 0.1, 0.3: mean 0.2 is 2 errors (0.1 each), not more: random is kept
-    assert rule._simplest_clear_choice({ridge: np.array([1.0, 1.0]), rand: np.array([0.9, 0.7])}) == rand
-    # gaps 0.2, -0.1: mean 0.05 <= error 0.15, random
-    assert rule._simplest_clear_choice({ridge: np.array([1.0, 1.0]), rand: np.array([0.8, 1.1])}) == rand
-    # both clear random; the rule is within one error of the ridge (gaps 0.1, -0.1): the simpler rule
-    scored = {ridge: np.array([1.0, 1.0]), consistency: np.array([0.9, 1.1]), rand: np.array([0.5, 0.4])}
-    assert rule._simplest_clear_choice(scored) == consistency
+    ridge, rand = ("ridge", "none", 1.0), ("random", None, None)
+    # gaps 0.1, 0.3: mean 0.2 > error 0.1, the ridge's lead is kept
+    assert rule._one_standard_error_choice({ridge: np.array([1.0, 1.0]), rand: np.array([0.9, 0.7])}) == ridge
+    # gaps 0.2, -0.1: mean 0.05 <= error 0.15, the simpler random is chosen
+    assert rule._one_standard_error_choice({ridge: np.array([1.0, 1.0]), rand: np.array([0.8, 1.1])}) == rand
 
 
 def test_learned_policy_is_chosen_per_budget():

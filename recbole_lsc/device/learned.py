@@ -4,11 +4,10 @@ Labels are sparse and noisy (one target per simulated request), so the policy is
 just fit: repeated k-fold cross-validation on the fitting users compares ridge regressions of
 the gain on every feature (shrunk towards zero or towards one rule's feature, for every
 penalty of ``L2_GRID``), every rule alone, and random, by the gain their held-out top shares
-capture at ``ratios``. Random is kept unless the best beats it by more than two standard errors;
-otherwise the simplest candidate within one standard error of the best is refit on all users
-(the one-standard-error rule; simplest: a rule, then ridge with the stronger penalty): a lead
-smaller than the folds' noise does not buy a more complex policy. So the policy falls back to
-the best validated rule, or to random, when nothing clearly beats it.
+capture at ``ratios``. The simplest candidate within one standard error of the best is refit on
+all users (the one-standard-error rule; simplest: random, then a rule, then ridge with the
+stronger penalty): a lead smaller than the folds' noise does not buy a more complex policy. So
+the policy falls back to the best validated rule, or to random, when nothing clearly beats it.
 :func:`fit_per_budget` makes that choice once per request budget, on shared folds.
 """
 
@@ -19,10 +18,6 @@ from recbole_lsc.device.features import feature_matrix
 from recbole_lsc.device.policies import rule_score, top_share
 
 L2_GRID = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
-RANDOM = ("random", None, None)
-# how many standard errors a candidate must beat random by before the policy departs from it:
-# with one-target labels a one-error lead over random turned into a loss on test as often as not
-RANDOM_GATE_ERRORS = 2.0
 # the feature a ridge fit may be shrunk towards, per rule
 PRIOR_FEATURE = {"consistency": "rank_displacement", "top1_missing": "srm_top1_in_list", "regret": "expected_regret"}
 
@@ -96,27 +91,22 @@ class LearnedRequestPolicy:
             for rule in self.rules:
                 scores.setdefault(("rule", rule, None), []).append(
                     captured_gain(rule_score(rule, {n: c[held_out] for n, c in columns.items()}), kept, self.ratios))
-            scores.setdefault(RANDOM, []).append(random_gain(kept, self.ratios))
+            scores.setdefault(("random", None, None), []).append(random_gain(kept, self.ratios))
         return {candidate: np.asarray(values) for candidate, values in scores.items()}
 
-    def _simplest_clear_choice(self, scored):
-        """Random unless the best candidate's mean held-out gain beats random's by more than
-        ``RANDOM_GATE_ERRORS`` standard errors; else the simplest candidate within one standard
-        error of the best. An error is that of the paired fold differences, counting one
+    def _one_standard_error_choice(self, scored):
+        """The simplest candidate whose mean held-out gain is within one standard error of the
+        best's. The error is that of the paired fold differences to the best, counting one
         repeat's folds as independent (the repeats reuse the same users)."""
         means = {key: values.mean() for key, values in scored.items()}
         best = scored[max(means, key=means.get)]
 
-        def lead_in_errors(key):  # the best's lead over ``key``, in standard errors (inf: no spread)
+        def within_one_error(key):
             gap = best - scored[key]
-            error = gap.std(ddof=1) / np.sqrt(self.folds)
-            return gap.mean() / error if error > 1e-12 else (np.inf if gap.mean() > 1e-12 else 0.0)
+            return gap.mean() <= gap.std(ddof=1) / np.sqrt(self.folds) + 1e-12
 
-        if RANDOM in scored and lead_in_errors(RANDOM) <= RANDOM_GATE_ERRORS:
-            return RANDOM
         simplest = {"random": 0, "rule": 1, "ridge": 2}
-        return min((key for key in scored if lead_in_errors(key) <= 1.0),
-                   key=lambda key: (simplest[key[0]], -(key[2] or 0)))
+        return min((key for key in scored if within_one_error(key)), key=lambda key: (simplest[key[0]], -(key[2] or 0)))
 
     def choose(self, columns, gains, scored):
         """Choose among the fold scores ``scored`` (``{candidate: array over folds}``; None: too
@@ -128,7 +118,7 @@ class LearnedRequestPolicy:
         else:
             self.cv_scores = {"/".join(str(part) for part in key if part is not None): float(values.mean())
                               for key, values in scored.items()}
-            self.choice = self._simplest_clear_choice(scored)
+            self.choice = self._one_standard_error_choice(scored)
         kind, prior, l2 = self.choice
         if kind == "ridge":
             self._ridge = Ridge(feature_matrix(columns, self.names), np.asarray(gains, dtype=np.float64),
