@@ -50,7 +50,8 @@ def held_items(srm, lists, protocol):
 def outcome(config, srm, lists, protocol, mode):
     collab = collaboration(config, srm, lists, protocol, mode, fresh_window_srm=srm)
     rows = [collab.row("x", "lsc4rec", policy, 0.3, 1)[0] for policy in collab.policies]
-    return rows, collab.curve(config["request_curve_ratios"], 1)[0], {rho: policy.cv_scores for rho, policy in collab.learned.items()}
+    cv_scores = {rho: policy.cv_scores for rho, policy in collab.learned_by_budget.items()}
+    return rows, collab.curve(config["request_curve_ratios"], 1)[0], cv_scores
 
 
 def perturbed(srm, items):

@@ -105,7 +105,7 @@ def test_everything_fitted_reads_validation_and_fresh_window_labels_only(phases)
     other_test = dataclasses.replace(test, targets=torch.roll(test.targets, 7))
     moved = Collaboration(CONFIG, valid, other_test, extra)
     def cv_scores(fitted):
-        return {rho: policy.cv_scores for rho, policy in fitted.learned.items()}
+        return {rho: policy.cv_scores for rho, policy in fitted.learned_by_budget.items()}
 
     assert moved.alpha == collab.alpha and cv_scores(moved) == cv_scores(collab)
     assert collab.row("x", "lsc4rec", "learned", 0.1, 5)[0]["test"] != moved.row("x", "lsc4rec", "learned", 0.1, 5)[0]["test"]

@@ -114,7 +114,7 @@ class Collaboration:
         self._fitting = ({name: np.concatenate([phase.columns[name] for phase in fitting]) for name in names},
                          np.concatenate([phase.gain for phase in fitting]))
         budgets = sorted({*config["request_curve_ratios"], config["request_ratio"]} - {0, 1})
-        self.learned = fit_per_budget(names, self.rules, *self._fitting, budgets)  # {rho: policy}
+        self.learned_by_budget = fit_per_budget(names, self.rules, *self._fitting, budgets)  # {rho: policy}
 
     def requests(self, policy, ratio, seed):
         """``{phase: mask}`` of requesting users for ``policy`` at ``ratio``."""
@@ -136,9 +136,9 @@ class Collaboration:
     def learned_policy(self, ratio):
         """The learned policy chosen for a budget ``ratio`` (a device runs at one budget); fit on
         first use for a budget outside the configured ones."""
-        if ratio not in self.learned:
-            self.learned.update(fit_per_budget(self.feature_names, self.rules, *self._fitting, (ratio,)))
-        return self.learned[ratio]
+        if ratio not in self.learned_by_budget:
+            self.learned_by_budget.update(fit_per_budget(self.feature_names, self.rules, *self._fitting, (ratio,)))
+        return self.learned_by_budget[ratio]
 
     def threshold(self, policy, ratio, seed):
         """The priority a device needs to request: a share ``ratio`` of validation users has it."""
@@ -175,7 +175,7 @@ class Collaboration:
 
     def info(self):
         """What was tuned and chosen, for results.json."""
-        by_budget = {str(ratio): policy for ratio, policy in self.learned.items()}
+        by_budget = {str(ratio): policy for ratio, policy in self.learned_by_budget.items()}
         return {"device_catalogue": self.device_catalogue, "alpha_stale": self.alpha["stale"],
                 "alpha_fresh": self.alpha["fresh"], "learned_policy_fit_users": self.fit_size,
                 "learned_policy": {rho: policy.description for rho, policy in by_budget.items()},
