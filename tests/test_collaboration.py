@@ -121,6 +121,8 @@ def test_the_learned_policy_is_chosen_for_each_budget_a_device_may_run(full):
     # the configured budgets (the curve's and request_ratio), not 0 and 1 where no one decides
     assert set(collab.info()["learned_policy"]) == {"0.05", "0.1", "0.2"}
     assert set(collab.info()["learned_policy_cv"]["0.1"]) >= {"random", "rule/consistency"}
+    for rho, check in collab.info()["learned_policy_selection_gain"].items():  # random unless the check cleared it
+        assert collab.info()["learned_policy"][rho] == "random" or check[0] > check[1]
     columns, gains = collab._fitting
     for rho in (0.1, 0.3):  # 0.3: fit on first use, on the same labels
         alone = LearnedRequestPolicy(collab.feature_names, collab.rules, ratios=(rho,)).fit(columns, gains)

@@ -8,7 +8,9 @@ from recbole_lsc.device.features import (
     FEATURE_NAMES, catalogue_features, feature_columns, feature_matrix, list_features, rank_displacement,
 )
 from recbole_lsc.device.fusion import fuse, normalise, with_own_top
-from recbole_lsc.device.learned import L2_GRID, LearnedRequestPolicy, captured_gain, fit_per_budget, random_gain
+from recbole_lsc.device.learned import (
+    L2_GRID, LearnedRequestPolicy, captured_gain, fit_per_budget, random_gain, selection_gain,
+)
 from recbole_lsc.device.policies import calibrate_threshold, policy_priority, request_noise, top_share
 from recbole_lsc.evaluation.metrics import per_user_metrics
 from recbole_lsc.evaluation.ranks import list_ranks
@@ -244,6 +246,53 @@ def test_learned_policy_is_chosen_per_budget():
         assert alone.cv_scores == pytest.approx(policy.cv_scores) and alone.choice == policy.choice
     few = fit_per_budget(names, rules, {name: values[:6] for name, values in columns.items()}, gains[:6], (0.1,))
     assert few[0.1].description == f"ridge/none/{L2_GRID[-1]}"  # too few users to fold: the most-penalised ridge
+
+
+def sparse_noise_labels(seed, users=300):
+    """Features that say nothing about the gain, and one-target labels: most 0, a few +-1."""
+    rng = np.random.default_rng(seed)
+    columns = {"rank_displacement": rng.random(users), "x1": rng.normal(size=users), "x2": rng.normal(size=users)}
+    return columns, np.where(rng.random(users) < 0.1, rng.choice([-1.0, 1.0], users), 0.0)
+
+
+def test_a_selection_that_does_not_beat_random_out_of_sample_requests_at_random():
+    columns, gains = sparse_noise_labels(1)
+    names, rules = tuple(columns), ("consistency",)
+    plain = fit_per_budget(names, rules, columns, gains, (0.1, 0.2), nested=False)
+    assert plain[0.1].description == "ridge/consistency/1000000.0"  # the folds that chose it favour it ...
+    checked = fit_per_budget(names, rules, columns, gains, (0.1, 0.2))
+    assert checked[0.1].description == "random" and checked[0.1].weights is None  # ... users it never saw do not
+    assert checked[0.1].selection_gain[0] < 0 and checked[0.1].cv_scores == plain[0.1].cv_scores
+    assert not checked[0.1].predict(columns).any()  # the jitter decides, as for the random policy
+    gaps = selection_gain(names, rules, columns, gains, (0.1, 0.2))
+    assert gaps.shape == (10, 2) and checked[0.2].selection_gain[0] == pytest.approx(gaps[:, 1].mean())
+
+
+def test_the_nested_check_keeps_a_selection_that_finds_the_gain():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(400, 2))
+    columns = {"x0": features[:, 0], "rank_displacement": features[:, 1]}
+    gains = np.maximum(features[:, 0], 0) + 0.05 * rng.normal(size=400)
+    policy = fit_per_budget(tuple(columns), ("consistency",), columns, gains, (0.1,))[0.1]
+    mean, error = policy.selection_gain
+    assert policy.choice[0] == "ridge" and mean > 0.05 and mean > 10 * error
+    # noise only: fewer departures from random than the selection alone makes, each with a check
+    # more than one standard error above random
+    departures = {"plain": 0, "checked": 0}
+    for seed in range(6):
+        columns, gains = sparse_noise_labels(seed)
+        for key, nested in (("plain", False), ("checked", True)):
+            for fitted in fit_per_budget(tuple(columns), ("consistency",), columns, gains, (0.1, 0.2), nested).values():
+                departures[key] += fitted.choice[0] != "random"
+                assert not nested or fitted.choice[0] == "random" or fitted.selection_gain[0] > fitted.selection_gain[1]
+    assert departures["checked"] < departures["plain"]
+
+
+def test_selection_gain_of_a_selection_that_ends_at_random_is_zero():
+    rng = np.random.default_rng(0)
+    columns = {"rank_displacement": rng.random(100)}
+    # every user gains alike: every outer fold's selection is random, worth exactly random's expectation
+    assert not selection_gain(tuple(columns), ("consistency",), columns, np.full(100, 0.3), (0.1, 0.5)).any()
 
 
 def test_random_gain_by_hand():

@@ -8,7 +8,12 @@ capture at ``ratios``. The simplest candidate within one standard error of the b
 all users (the one-standard-error rule; simplest: random, then a rule, then ridge with the
 stronger penalty): a lead smaller than the folds' noise does not buy a more complex policy. So
 the policy falls back to the best validated rule, or to random, when nothing clearly beats it.
-:func:`fit_per_budget` makes that choice once per request budget, on shared folds.
+:func:`fit_per_budget` makes that choice once per request budget, on shared folds, and then
+checks it: the best of some 30 candidates looks better than random on the folds that chose it
+even when no feature predicts the gain, so the whole selection is rerun inside outer folds and
+scored on the users it never saw (nested cross-validation). A budget whose selection does not
+beat random there by more than one standard error requests at random: the same rule as the
+choice's own, applied to the estimate that the choosing did not bias.
 """
 
 import numpy as np
@@ -18,6 +23,7 @@ from recbole_lsc.device.features import feature_matrix
 from recbole_lsc.device.policies import rule_score, top_share
 
 L2_GRID = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
+OUTER_FOLDS, OUTER_REPEATS = 5, 2  # the nested check of the selection (``selection_gain``)
 # the feature a ridge fit may be shrunk towards, per rule
 PRIOR_FEATURE = {"consistency": "rank_displacement", "top1_missing": "srm_top1_in_list", "regret": "expected_regret"}
 
@@ -68,6 +74,7 @@ class LearnedRequestPolicy:
         self.names, self.rules, self.l2 = tuple(names), tuple(rules), l2
         self.ratios, self.folds, self.repeats, self.seed = tuple(ratios), folds, repeats, seed
         self.choice, self.cv_scores, self.weights, self._ridge = None, {}, None, None
+        self.selection_gain = None  # (mean, standard error) of the nested check, when it ran
 
     def _priors(self):
         return {"none": None, **{rule: self.names.index(PRIOR_FEATURE[rule]) for rule in self.rules}}
@@ -170,16 +177,47 @@ class LearnedRequestPolicy:
         return np.zeros(len(next(iter(columns.values()))))  # random: the caller's jitter decides
 
 
-def fit_per_budget(names, rules, columns, gains, budgets):
+def fit_per_budget(names, rules, columns, gains, budgets, nested=True):
     """One learned policy per request budget of ``budgets``, each chosen by its own captured
     gain on the same folds (the ridge fits are shared).
 
     A device runs at one budget, and which policy is best depends on it: the users a rule
     singles out at rho 0.2 need not be the few who gain most at rho 0.05, and a score averaged
     over budgets weighs the largest one most (captured gain grows with the share requested).
+    With ``nested``, a budget whose selection does not beat random on users it never saw
+    (:func:`selection_gain`) by more than one standard error requests at random.
     """
     budgets = tuple(budgets)
     scored = LearnedRequestPolicy(names, rules, ratios=budgets).held_out_scores(columns, gains)
-    return {budget: LearnedRequestPolicy(names, rules, ratios=(budget,)).choose(
-                columns, gains, None if scored is None else {key: values[:, index] for key, values in scored.items()})
-            for index, budget in enumerate(budgets)}
+    chosen = {budget: LearnedRequestPolicy(names, rules, ratios=(budget,)).choose(
+                  columns, gains, None if scored is None else {key: values[:, index] for key, values in scored.items()})
+              for index, budget in enumerate(budgets)}
+    if nested and scored is not None and any(policy.choice[0] != "random" for policy in chosen.values()):
+        gaps = selection_gain(names, rules, columns, gains, budgets)
+        for index, policy in enumerate(chosen.values()):
+            # one repeat's folds counted as independent, as in the choice's own error
+            mean, error = gaps[:, index].mean(), gaps[:, index].std(ddof=1) / np.sqrt(OUTER_FOLDS)
+            policy.selection_gain = (float(mean), float(error))
+            if policy.choice[0] != "random" and mean <= error:
+                policy.choice, policy.weights, policy._ridge = ("random", None, None), None, None
+    return chosen
+
+
+def selection_gain(names, rules, columns, gains, budgets, seed=1):
+    """Captured gain minus random's on held-out users of the policies :func:`fit_per_budget`
+    selects without them: ``[OUTER_FOLDS * OUTER_REPEATS, budgets]``.
+
+    It estimates what the selection procedure (not one candidate) is worth out of sample; a
+    selection that ends at random is worth exactly random's expectation (gap 0).
+    """
+    gains = np.asarray(gains, dtype=np.float64)
+    outer = RepeatedKFold(n_splits=OUTER_FOLDS, n_repeats=OUTER_REPEATS, random_state=seed)
+    gaps = []
+    for fit_rows, held_out in outer.split(gains.reshape(-1, 1)):
+        inner = fit_per_budget(names, rules, {n: c[fit_rows] for n, c in columns.items()}, gains[fit_rows], budgets,
+                               nested=False)
+        held_columns, kept = {n: c[held_out] for n, c in columns.items()}, gains[held_out]
+        gaps.append([0.0 if policy.choice[0] == "random" else
+                     (captured_gain(policy.predict(held_columns), kept, (budget,)) - random_gain(kept, (budget,)))[0]
+                     for budget, policy in inner.items()])
+    return np.asarray(gaps)

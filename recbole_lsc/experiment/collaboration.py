@@ -182,4 +182,7 @@ class Collaboration:
                 "learned_policy_weights": {rho: None if policy.weights is None else policy.weights.round(6).tolist()
                                            for rho, policy in by_budget.items()},
                 "learned_policy_cv": {rho: {key: round(value, 6) for key, value in policy.cv_scores.items()}
-                                      for rho, policy in by_budget.items()}}
+                                      for rho, policy in by_budget.items()},
+                "learned_policy_selection_gain": {rho: None if policy.selection_gain is None else
+                                                  [round(value, 6) for value in policy.selection_gain]
+                                                  for rho, policy in by_budget.items()}}
