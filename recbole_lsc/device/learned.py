@@ -9,7 +9,7 @@ all users (the one-standard-error rule; simplest: random, then a rule, then ridg
 stronger penalty): a lead smaller than the folds' noise does not buy a more complex policy. So
 the policy falls back to the best validated rule, or to random, when nothing clearly beats it.
 :func:`fit_per_budget` makes that choice once per request budget, on shared folds, and then
-checks it: the best of some 30 candidates looks better than random on the folds that chose it
+checks it: the best of up to 32 candidates looks better than random on the folds that chose it
 even when no feature predicts the gain, so the whole selection is rerun inside outer folds and
 scored on the users it never saw (nested cross-validation). A budget whose selection does not
 beat random there by more than one standard error requests at random: the same rule as the
@@ -139,6 +139,11 @@ class LearnedRequestPolicy:
         return self.choose(columns, gains, None if scored is None else
                            {key: values.mean(1) for key, values in scored.items()})
 
+    def fall_back_to_random(self):
+        """Request at random (the caller's jitter decides); the scores that led elsewhere stay."""
+        self.choice, self.weights, self._ridge = ("random", None, None), None, None
+        return self
+
     @property
     def description(self):
         """``ridge/<prior>/<l2>``, ``rule/<rule>`` or ``random``: what was chosen."""
@@ -198,8 +203,8 @@ def fit_per_budget(names, rules, columns, gains, budgets, nested=True):
             # one repeat's folds counted as independent, as in the choice's own error
             mean, error = gaps[:, index].mean(), gaps[:, index].std(ddof=1) / np.sqrt(OUTER_FOLDS)
             policy.selection_gain = (float(mean), float(error))
-            if policy.choice[0] != "random" and mean <= error:
-                policy.choice, policy.weights, policy._ridge = ("random", None, None), None, None
+            if mean <= error:
+                policy.fall_back_to_random()
     return chosen
 
 
