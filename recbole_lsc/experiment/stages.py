@@ -112,6 +112,7 @@ class FineTuningStages:
     def __init__(self, config, lists, protocol):
         self.config, self.lists, self.protocol = config, lists, protocol
         self.tensorboard = get_tensorboard(logging.getLogger())
+        self._held = {}  # HeldItems per replay: both re-trainings without the item table read the same
 
     def close(self):
         """Every stage has logged: close the tensorboard writer, so no writer thread outlives them."""
@@ -157,8 +158,11 @@ class FineTuningStages:
     def held_items(self, replay):
         """What each device holds at re-training without the item table: its history and the
         cloud lists of its re-training samples (fresh window, then the replayed ones)."""
-        users = np.r_[self.protocol.samples("retrain").user, self.protocol.samples("llm_train").user[replay]]
-        return HeldItems.at_retraining(self.protocol, users, self._retraining_lists(replay))
+        key = np.asarray(replay).tobytes()
+        if key not in self._held:
+            users = np.r_[self.protocol.samples("retrain").user, self.protocol.samples("llm_train").user[replay]]
+            self._held[key] = HeldItems.at_retraining(self.protocol, users, self._retraining_lists(replay))
+        return self._held[key]
 
     def retraining(self, srm, device_catalogue):
         """Stage 3: the fresh window the cloud has not seen, and a replay of older local samples,
