@@ -129,6 +129,12 @@ def test_a_missing_required_column_is_named_with_the_columns_found(tmp_path, cap
     assert f"no column '{missing}'" in message and f"columns found: {', '.join(header)}" in message
 
 
+def test_a_load_col_without_the_interactions_names_their_missing_columns(tmp_path, capsys):
+    root = dataset_files(str(tmp_path), titles=TITLE_OF)  # load_col below names the .item file only
+    message = error_of_run(root, capsys, "--load_col={'item': ['item_id', 'movie_title']}")
+    assert "syn.inter' has no column 'user_id' loaded" in message and "load_col" in message
+
+
 @pytest.mark.parametrize("header, rows, expected", [
     (("user_id", "item_id:token", "timestamp:float"), None, "header field 'user_id' is not name:type"),
     (("user_id:token", "item_id:tokens", "timestamp:float"), None, "header field 'item_id:tokens'"),

@@ -114,7 +114,7 @@ class AtomicFileMixin:
                     f"'{filepath}' is not a valid RecBole atomic file ({detail}); every row needs one value per "
                     "header field, separated by the field_separator, and numbers in float columns"
                 ) from None
-        if source == FeatureSource.INTERACTION and frame is not None:
+        if source == FeatureSource.INTERACTION:
             self._check_required_columns(filepath, frame)
         return frame
 
@@ -124,8 +124,9 @@ class AtomicFileMixin:
             required.append(self.time_field)  # a sequence needs its order
         with open(path, encoding=self.config["encoding"], errors="replace") as handle:
             header = handle.readline().strip().lstrip("\ufeff").split(self.config["field_separator"])
+        loaded = () if frame is None else frame.columns  # None: load_col names no .inter column
         for field in required:
-            if field is not None and field not in frame.columns:
+            if field is not None and field not in loaded:
                 raise DatasetFormatError(
                     f"'{path}' has no column '{field}' loaded (columns found: {', '.join(header)}); add it "
                     f"to the file, or to load_col, or point USER_ID_FIELD / ITEM_ID_FIELD / TIME_FIELD at the "
