@@ -141,6 +141,11 @@ def test_request_features_shape_and_values():
     assert named["srm_top1_in_list"] == 0 and named["newest_in_list"] == 1
     assert named["spearman"] == pytest.approx(-1.0)
     assert named["log_history_len"] == pytest.approx(np.log(8))
+    # absolute scores: the cloud's probability that its list holds the next item, the SRM's raw logits
+    assert named["llm_list_log_mass"] == pytest.approx(np.log(np.exp([-0.1, -1.0, -2.0]).sum()))
+    assert named["llm_top1_log_prob"] == pytest.approx(-0.1)
+    assert named["srm_list_logsumexp"] == pytest.approx(np.log(np.exp([0.0, 1.0, 2.0]).sum()))
+    assert named["srm_max_logit"] == pytest.approx(2.0)
     # by hand: p = softmax over items 1..5 of [0, 5, 0, 1, 2]; the list shown in SRM order is 5, 4, 3,
     # so expected Hit@1 = p(5); the SRM's own top-1 is item 2: p(2); their difference is the regret
     p = torch.softmax(torch.tensor([0.0, 5.0, 0.0, 1.0, 2.0], dtype=torch.float64), 0).numpy()

@@ -4,6 +4,13 @@ Each feature is a named column computed from what the device holds. ``LIST_FEATU
 only the list the cloud sent (the cloud's and the SRM's scores of its candidates, the fresh
 history); ``CATALOGUE_FEATURES`` read the SRM's softmax over the whole item table, so they
 exist only when the device holds that table (``device_catalogue: full``).
+
+Most list features are relative (ranks, a softmax over the list): they say how the two models
+order the list, not whether it is likely to hold the next item at all. The absolute ones say
+that: the cloud sends log-probabilities over its whole catalogue, so the log of their summed
+probability is the cloud's own estimate that its (stale) list holds the next item; and the
+SRM's raw logits of the listed items (dot products with embeddings the device holds) measure
+how strongly the device's current state points at the list, before any normalisation over it.
 """
 
 import numpy as np
@@ -15,7 +22,8 @@ from recbole_lsc.device.fusion import ranks
 DEVICE_CATALOGUES = ("candidates", "full")
 LIST_FEATURES = (
     "rank_displacement", "spearman", "top10_overlap", "srm_max_prob", "srm_entropy", "llm_max_prob",
-    "newest_in_list", "log_history_len",
+    "newest_in_list", "log_history_len", "llm_list_log_mass", "llm_top1_log_prob", "srm_list_logsumexp",
+    "srm_max_logit",
 )
 CATALOGUE_FEATURES = (
     "srm_mass_in_list", "srm_top1_in_list", "expected_metric_list", "expected_metric_own", "expected_regret",
@@ -49,14 +57,17 @@ def expected_metric(probs, ranked_ids, metric_by_rank):
 
 
 def list_features(llm_scores, srm_scores, candidate_ids, newest_items, history_len):
-    """The ``LIST_FEATURES`` columns: agreement of the two models on the list, their confidence,
-    how much of the newest history the list already holds, and the history length."""
+    """The ``LIST_FEATURES`` columns: agreement of the two models on the list, their confidence
+    within it and in it (the absolute scores: ``llm_scores`` are the cloud's log-probabilities
+    over its catalogue, ``srm_scores`` the SRM's raw logits), how much of the newest history the
+    list already holds, and the history length."""
     count = srm_scores.size(1)
     srm_ranks = ranks(srm_scores).double()
     llm_ranks = torch.arange(count, dtype=torch.float64).expand_as(srm_ranks)
     centred_srm = srm_ranks - srm_ranks.mean(1, keepdim=True)
     centred_llm = llm_ranks - llm_ranks.mean(1, keepdim=True)
     srm_prob = torch.softmax(srm_scores.double(), dim=1)
+    llm_log_probs = llm_scores.double()
     newest_mask = newest_items > 0
     newest_hits = (candidate_ids.unsqueeze(2) == newest_items.unsqueeze(1)).any(1) & newest_mask
     return {
@@ -69,6 +80,10 @@ def list_features(llm_scores, srm_scores, candidate_ids, newest_items, history_l
         "llm_max_prob": torch.softmax(llm_scores.double(), dim=1).max(1).values,
         "newest_in_list": newest_hits.sum(1).double() / newest_mask.sum(1).clamp(min=1),
         "log_history_len": torch.log1p(history_len.double()),
+        "llm_list_log_mass": torch.logsumexp(llm_log_probs, dim=1),
+        "llm_top1_log_prob": llm_log_probs.max(1).values,
+        "srm_list_logsumexp": torch.logsumexp(srm_scores.double(), dim=1),
+        "srm_max_logit": srm_scores.double().max(1).values,
     }
 
 
