@@ -66,8 +66,8 @@ def list_features(llm_scores, srm_scores, candidate_ids, newest_items, history_l
     llm_ranks = torch.arange(count, dtype=torch.float64).expand_as(srm_ranks)
     centred_srm = srm_ranks - srm_ranks.mean(1, keepdim=True)
     centred_llm = llm_ranks - llm_ranks.mean(1, keepdim=True)
-    srm_prob = torch.softmax(srm_scores.double(), dim=1)
-    llm_log_probs = llm_scores.double()
+    srm_logits, llm_log_probs = srm_scores.double(), llm_scores.double()
+    srm_prob = torch.softmax(srm_logits, dim=1)
     newest_mask = newest_items > 0
     newest_hits = (candidate_ids.unsqueeze(2) == newest_items.unsqueeze(1)).any(1) & newest_mask
     return {
@@ -77,13 +77,13 @@ def list_features(llm_scores, srm_scores, candidate_ids, newest_items, history_l
         "top10_overlap": (srm_ranks[:, : min(10, count)] < min(10, count)).double().mean(1),
         "srm_max_prob": srm_prob.max(1).values,
         "srm_entropy": -(srm_prob * srm_prob.clamp(min=1e-12).log()).sum(1),
-        "llm_max_prob": torch.softmax(llm_scores.double(), dim=1).max(1).values,
+        "llm_max_prob": torch.softmax(llm_log_probs, dim=1).max(1).values,
         "newest_in_list": newest_hits.sum(1).double() / newest_mask.sum(1).clamp(min=1),
         "log_history_len": torch.log1p(history_len.double()),
         "llm_list_log_mass": torch.logsumexp(llm_log_probs, dim=1),
         "llm_top1_log_prob": llm_log_probs.max(1).values,
-        "srm_list_logsumexp": torch.logsumexp(srm_scores.double(), dim=1),
-        "srm_max_logit": srm_scores.double().max(1).values,
+        "srm_list_logsumexp": torch.logsumexp(srm_logits, dim=1),
+        "srm_max_logit": srm_logits.max(1).values,
     }
 
 
