@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from recbole_lsc.channel import CandidateList
+from recbole_lsc.device.inference import StaleHistoryScores
 from recbole_lsc.device.learned import LearnedRequestPolicy
 from recbole_lsc.device.policies import top_share
 from recbole_lsc.evaluation.metrics import metric_values
@@ -35,8 +36,11 @@ def synthetic_phase(seed, holds_table=True):
     targets = torch.where(source < 0.5, fresh.item_ids[rows, pick],
                           torch.where(source < 0.75, stale.item_ids[rows, pick], torch.tensor(ITEMS - 1)))
     catalogue[rows, targets] += 1.5  # the SRM knows something
+    newest = torch.randint(0, ITEMS, (USERS, 2), generator=generator)
+    then = StaleHistoryScores(catalogue.gather(1, stale.item_ids) + torch.randn(USERS, SIZE, generator=generator),
+                              torch.randn(USERS, 2, generator=generator))
     return PhaseLists(targets, stale, fresh, catalogue.gather(1, stale.item_ids), catalogue.gather(1, fresh.item_ids),
-                      catalogue if holds_table else None, torch.randint(0, ITEMS, (USERS, 2), generator=generator),
+                      then, catalogue if holds_table else None, newest,
                       torch.randint(3, 30, (USERS,), generator=generator), np.arange(USERS))
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from recbole_lsc.device.features import (
-    FEATURE_NAMES, catalogue_features, feature_columns, feature_matrix, list_features, rank_displacement,
+    FEATURE_NAMES, catalogue_features, drift_features, feature_columns, feature_matrix, list_features,
+    rank_displacement,
 )
 from recbole_lsc.device.fusion import fuse, normalise, with_own_top
 from recbole_lsc.device.learned import (
@@ -18,9 +19,11 @@ from recbole_lsc.evaluation.stats import paired_test
 
 
 def request_features(llm, srm, full, ids, newest, history_len, shown_scores, metric_by_rank):
-    """Every feature column of the stale lists ``ids`` shown in the order of ``shown_scores``."""
+    """Every feature column of the stale lists ``ids`` shown in the order of ``shown_scores``
+    (the SRM's view from the stale history is its fresh one)."""
     shown = ids.gather(1, torch.argsort(shown_scores, dim=1, descending=True, stable=True))
     return feature_matrix(feature_columns({**list_features(llm, srm, ids, newest, history_len),
+                                           **drift_features(srm, srm, newest, torch.zeros(newest.shape)),
                                            **catalogue_features(full, ids, shown, metric_by_rank)}), FEATURE_NAMES)
 
 
@@ -154,6 +157,22 @@ def test_request_features_shape_and_values():
     assert named["expected_regret"] == pytest.approx(p[1] - p[4])
     assert named["own_topk_mass_missing"] == pytest.approx(p[1])  # own top-3 = items 2, 5, 4: only 2 is missing
     assert named["best_in_list_gap"] == pytest.approx(np.log(p[1] / p[4]))
+
+
+def test_drift_features_compare_the_srm_from_the_stale_and_the_fresh_history():
+    fresh = torch.tensor([[0.0, 1.0, 2.0], [1.0, 2.0, 3.0]])  # from the fresh history: the SRM orders row 0 5, 4, 3
+    then = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])  # from the history the list was built from: 3, 4, 5
+    newest = torch.tensor([[7, 8], [0, 0]])  # row 1 has no interaction the cloud has not seen
+    newest_then = torch.tensor([[-1.0, 0.0], [9.0, 9.0]])  # the SRM's logits of items 7 and 8 from the stale history
+    feats = {name: column.numpy() for name, column in drift_features(fresh, then, newest, newest_then).items()}
+    lse = np.log(np.exp([3.0, 2.0, 1.0]).sum())
+    # log-sum-exp of [0, 1, 2] minus that of [3, 2, 1]: the same exponentials, shifted by 1 in the log
+    assert feats["srm_logsumexp_drift"] == pytest.approx([-1.0, 0.0])
+    assert feats["srm_order_stability"] == pytest.approx([-1.0, 1.0])  # the newest items reversed row 0's order
+    # from the stale history the SRM agreed with the LLM's order (the list's) on row 0, reversed it on row 1
+    assert feats["stale_rank_displacement"] == pytest.approx([0.0, (2 + 0 + 2) / 3 / 3])
+    # row 0: the list's log-sum-exp from the stale history minus the newest items' mean logit (-0.5); row 1: none
+    assert feats["newest_surprise"] == pytest.approx([lse + 0.5, 0.0])
 
 
 def test_expected_regret_is_zero_when_the_list_is_the_devices_own_top_list():

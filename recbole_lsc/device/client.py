@@ -16,7 +16,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_lsc.device.fusion import fuse
-from recbole_lsc.device.inference import candidate_set, request_columns, shown_order
+from recbole_lsc.device.inference import StaleHistoryScores, candidate_set, request_columns, shown_order
 
 
 class CloudUnavailable(Exception):
@@ -102,7 +102,10 @@ class DeviceClient:
         stale_srm = self._scores(interaction, stale, catalogue)
         ids, fused = self._shown(stale, stale_srm, catalogue, self.bundle.alpha_stale)
         newest = torch.as_tensor(np.asarray(history[sent:], dtype=np.int64)).view(1, -1)
-        columns = request_columns(stale, stale_srm, catalogue, newest, torch.tensor([len(history)]),
+        then_interaction = self._interaction(user, history[:sent])
+        then = StaleHistoryScores.of(lambda item_ids: self.srm.candidate_scores(then_interaction, item_ids),
+                                     stale.item_ids, newest)
+        columns = request_columns(stale, stale_srm, then, catalogue, newest, torch.tensor([len(history)]),
                                   shown_order(ids, fused), self.metric_by_rank)
         if not self.bundle.request.requests(columns, np.array([user]), np.array([len(history)]))[0]:
             return Recommendation(ids, fused, requested=False, fresh=False)

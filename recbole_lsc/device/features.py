@@ -11,6 +11,13 @@ that: the cloud sends log-probabilities over its whole catalogue, so the log of 
 probability is the cloud's own estimate that its (stale) list holds the next item; and the
 SRM's raw logits of the listed items (dot products with embeddings the device holds) measure
 how strongly the device's current state points at the list, before any normalisation over it.
+
+The drift features compare the SRM's view of the list from two histories the device holds: the
+one the cloud built the list from (the stale history, ``CandidateList.history_len`` items long)
+and the fresh one. A list goes out of date when the newest interactions move the user away from
+it; the SRM's logits of the list falling, or its order of the list changing, between the two
+histories says that with the user's own offset removed (a user whose lists always fit poorly
+keeps that offset in both).
 """
 
 import numpy as np
@@ -25,6 +32,9 @@ LIST_FEATURES = (
     "newest_in_list", "log_history_len", "llm_list_log_mass", "llm_top1_log_prob", "srm_list_logsumexp",
     "srm_max_logit",
 )
+# the SRM's view of the list from the history it was built from against the fresh one
+DRIFT_FEATURES = ("srm_logsumexp_drift", "srm_order_stability", "stale_rank_displacement", "newest_surprise")
+LIST_FEATURES = LIST_FEATURES + DRIFT_FEATURES
 CATALOGUE_FEATURES = (
     "srm_mass_in_list", "srm_top1_in_list", "expected_metric_list", "expected_metric_own", "expected_regret",
     "own_topk_mass_missing", "best_in_list_gap",
@@ -56,24 +66,28 @@ def expected_metric(probs, ranked_ids, metric_by_rank):
     return (probs.gather(1, ranked_ids) * metric_by_rank[: ranked_ids.size(1)]).sum(1)
 
 
+def spearman(ranks_a, ranks_b):
+    """Row-wise Spearman correlation of two ``[N, C]`` rank matrices (0 where a row is constant)."""
+    centred_a = ranks_a - ranks_a.mean(1, keepdim=True)
+    centred_b = ranks_b - ranks_b.mean(1, keepdim=True)
+    return torch.nan_to_num((centred_a * centred_b).sum(1) / (centred_a.norm(dim=1) * centred_b.norm(dim=1)))
+
+
 def list_features(llm_scores, srm_scores, candidate_ids, newest_items, history_len):
-    """The ``LIST_FEATURES`` columns: agreement of the two models on the list, their confidence
-    within it and in it (the absolute scores: ``llm_scores`` are the cloud's log-probabilities
-    over its catalogue, ``srm_scores`` the SRM's raw logits), how much of the newest history the
-    list already holds, and the history length."""
+    """The ``LIST_FEATURES`` columns but the drift ones: agreement of the two models on the list,
+    their confidence within it and in it (the absolute scores: ``llm_scores`` are the cloud's
+    log-probabilities over its catalogue, ``srm_scores`` the SRM's raw logits), how much of the
+    newest history the list already holds, and the history length."""
     count = srm_scores.size(1)
     srm_ranks = ranks(srm_scores).double()
     llm_ranks = torch.arange(count, dtype=torch.float64).expand_as(srm_ranks)
-    centred_srm = srm_ranks - srm_ranks.mean(1, keepdim=True)
-    centred_llm = llm_ranks - llm_ranks.mean(1, keepdim=True)
     srm_logits, llm_log_probs = srm_scores.double(), llm_scores.double()
     srm_prob = torch.softmax(srm_logits, dim=1)
     newest_mask = newest_items > 0
     newest_hits = (candidate_ids.unsqueeze(2) == newest_items.unsqueeze(1)).any(1) & newest_mask
     return {
         "rank_displacement": rank_displacement(srm_scores),
-        "spearman": torch.nan_to_num(
-            (centred_srm * centred_llm).sum(1) / (centred_srm.norm(dim=1) * centred_llm.norm(dim=1))),
+        "spearman": spearman(srm_ranks, llm_ranks),
         "top10_overlap": (srm_ranks[:, : min(10, count)] < min(10, count)).double().mean(1),
         "srm_max_prob": srm_prob.max(1).values,
         "srm_entropy": -(srm_prob * srm_prob.clamp(min=1e-12).log()).sum(1),
@@ -84,6 +98,25 @@ def list_features(llm_scores, srm_scores, candidate_ids, newest_items, history_l
         "llm_top1_log_prob": llm_log_probs.max(1).values,
         "srm_list_logsumexp": torch.logsumexp(srm_logits, dim=1),
         "srm_max_logit": srm_logits.max(1).values,
+    }
+
+
+def drift_features(srm_scores, stale_history_srm, newest_items, newest_srm):
+    """The ``DRIFT_FEATURES`` columns: how the SRM's view of the list moved from the stale
+    history (``stale_history_srm``: its logits of the list from the history the cloud built the
+    list from) to the fresh one (``srm_scores``), and how unexpected the newest interactions
+    were from the stale history (``newest_srm``: its logits of ``newest_items``, 0 = padding),
+    measured against the list: the list's log-sum-exp minus the mean newest logit (high: the
+    user went where the list did not point; 0 when there is no newest item)."""
+    fresh, then = srm_scores.double(), stale_history_srm.double()
+    then_logsumexp = torch.logsumexp(then, dim=1)
+    newest_mask = newest_items > 0
+    newest_mean = (newest_srm.double() * newest_mask).sum(1) / newest_mask.sum(1).clamp(min=1)
+    return {
+        "srm_logsumexp_drift": torch.logsumexp(fresh, dim=1) - then_logsumexp,
+        "srm_order_stability": spearman(ranks(fresh).double(), ranks(then).double()),
+        "stale_rank_displacement": rank_displacement(then),
+        "newest_surprise": torch.where(newest_mask.any(1), then_logsumexp - newest_mean, torch.zeros_like(newest_mean)),
     }
 
 

@@ -17,7 +17,7 @@ import torch
 
 from recbole_lsc.device.features import feature_names
 from recbole_lsc.device.fusion import ALPHA_GRID, fuse
-from recbole_lsc.device.inference import candidate_set, request_columns, shown_order
+from recbole_lsc.device.inference import StaleHistoryScores, candidate_set, request_columns, shown_order
 from recbole_lsc.device.learned import fit_per_budget
 from recbole_lsc.device.policies import (
     available_rules, calibrate_threshold, fixed_decision, policy_priority, request_noise, top_share,
@@ -31,14 +31,16 @@ AGES = ("stale", "fresh")
 
 @dataclass
 class PhaseLists:
-    """What the device holds for one phase's users: both lists as received, scored by its SRM,
-    and (``device_catalogue: full``) its scores of the whole item table."""
+    """What the device holds for one phase's users: both lists as received, scored by its SRM
+    (from the fresh history; the stale list also from the history it was built from), and
+    (``device_catalogue: full``) its scores of the whole item table."""
 
     targets: torch.Tensor
     stale: object  # CandidateList
     fresh: object  # CandidateList
     stale_srm: torch.Tensor
     fresh_srm: torch.Tensor
+    then: object  # StaleHistoryScores: the SRM's scores from the stale history
     catalogue: object  # [N, n_items] tensor, or None when the device holds only its lists
     newest: torch.Tensor  # the interactions the cloud has not seen (0 = none)
     history_len: torch.Tensor
@@ -57,9 +59,11 @@ def phase_lists(srm, lists, protocol, phase, config, device_catalogue):
     else:
         catalogue = None
         stale_srm, fresh_srm = (srm.score_lists(interaction, received.item_ids, size, device) for received in (stale, fresh))
-    newest, _ = protocol.history(samples, "fresh", protocol.cloud_lag)
-    return PhaseLists(torch.from_numpy(protocol.targets(samples)), stale, fresh, stale_srm, fresh_srm, catalogue,
-                      torch.from_numpy(newest), torch.from_numpy(samples.position), samples.user)
+    newest = torch.from_numpy(protocol.history(samples, "fresh", protocol.cloud_lag)[0])
+    stale_history = protocol.interaction(samples, "stale", srm.max_len, srm.fields)
+    then = StaleHistoryScores.of(lambda ids: srm.score_lists(stale_history, ids, size, device), stale.item_ids, newest)
+    return PhaseLists(torch.from_numpy(protocol.targets(samples)), stale, fresh, stale_srm, fresh_srm, then, catalogue,
+                      newest, torch.from_numpy(samples.position), samples.user)
 
 
 def phase_candidates(lists, age):
@@ -88,8 +92,8 @@ class FusedPhase:
             if age == "stale":
                 shown = shown_order(ids, fused)
         self.gain = metric_values(self.ranks["fresh"], config) - metric_values(self.ranks["stale"], config)
-        self.columns = request_columns(lists.stale, lists.stale_srm, lists.catalogue, lists.newest, lists.history_len,
-                                       shown, metric_by_rank(config, lists.stale.size))
+        self.columns = request_columns(lists.stale, lists.stale_srm, lists.then, lists.catalogue,
+                                       lists.newest, lists.history_len, shown, metric_by_rank(config, lists.stale.size))
 
 
 class Collaboration:
