@@ -163,3 +163,23 @@ def test_an_undone_stage_leaves_its_ablation_equal_to_lsc4rec(small_config):
     main, ablation = rows["LSC4Rec (candidates)"], rows["LSC4Rec (candidates) w/o re-training"]
     assert ablation["test"] == main["test"] and ablation["valid"] == main["valid"]
     assert ablation["realized"] == main["realized"]
+
+
+@pytest.mark.parametrize("srm", ["SASRec", "GRU4Rec"])
+def test_users_whose_stale_history_is_empty(small_config, srm):
+    """Users with 4 interactions: the list for their validation target was built from an empty
+    history, which the device's SRM still reads (as one padding item) for the drift features."""
+    path = f"{small_config['data_path']}/mltiny/mltiny.inter"
+    with open(path, encoding="utf-8") as handle:
+        header, *rows = handle.read().splitlines()
+    kept, seen = [], {}
+    for row in sorted(rows, key=lambda line: float(line.split("\t")[3])):
+        user = row.split("\t", 1)[0]
+        seen[user] = seen.get(user, 0) + 1
+        if int(user) > 10 or seen[user] <= 4:  # users 1-10 keep their first 4 interactions
+            kept.append(row)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join([header, *kept]) + "\n")
+    out = run(small_config, srm=srm, coop_epochs=1, request_curve_ratios=[0.0, 0.1, 1.0])
+    lsc_rows = [row for row in out["rows"] if row["role"] == "lsc4rec"]
+    assert len(lsc_rows) == 2 and all(0 <= row["test"]["ndcg@10"] <= 1 for row in lsc_rows)

@@ -79,7 +79,7 @@ class DeviceClient:
         seq = torch.zeros(1, max_len, dtype=torch.long)
         seq[0, : len(kept)] = torch.from_numpy(kept)
         return Interaction({fields["user"]: torch.tensor([user]), fields["item"]: torch.zeros(1, dtype=torch.long),
-                            fields["item_seq"]: seq, fields["item_seq_len"]: torch.tensor([len(kept)])})
+                            fields["item_seq"]: seq, fields["item_seq_len"]: torch.tensor([max(len(kept), 1)])})
 
     @torch.no_grad()
     def _scores(self, interaction, received, catalogue):

@@ -22,6 +22,8 @@ class StaleHistoryScores:
 
     list_items: torch.Tensor
     newest: torch.Tensor
+    # A list built before any interaction has an empty stale history; RecBole's SRMs read the
+    # item at position length - 1, so such a history is read as one padding item.
 
     @classmethod
     def of(cls, score, list_ids, newest):

@@ -61,6 +61,7 @@ def phase_lists(srm, lists, protocol, phase, config, device_catalogue):
         stale_srm, fresh_srm = (srm.score_lists(interaction, received.item_ids, size, device) for received in (stale, fresh))
     newest = torch.from_numpy(protocol.history(samples, "fresh", protocol.cloud_lag)[0])
     stale_history = protocol.interaction(samples, "stale", srm.max_len, srm.fields)
+    stale_history[srm.fields["item_seq_len"]].clamp_(min=1)  # an empty history: one padding item (StaleHistoryScores)
     then = StaleHistoryScores.of(lambda ids: srm.score_lists(stale_history, ids, size, device), stale.item_ids, newest)
     return PhaseLists(torch.from_numpy(protocol.targets(samples)), stale, fresh, stale_srm, fresh_srm, then, catalogue,
                       newest, torch.from_numpy(samples.position), samples.user)
