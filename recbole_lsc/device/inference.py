@@ -18,12 +18,12 @@ from recbole_lsc.device.fusion import with_own_top
 class StaleHistoryScores:
     """The SRM's logits from the history a stale list was built from (what the cloud had seen):
     of the list's items ``[N, C]`` and of the newest history items ``[N, g]`` (the ones the cloud
-    had not seen, right-padded with 0). Both read only embeddings the device holds."""
+    had not seen, right-padded with 0). Both read only embeddings the device holds. A list built
+    before any interaction has an empty stale history; RecBole's SRMs read the item at position
+    length - 1, so such a history is read as one padding item."""
 
     list_items: torch.Tensor
     newest: torch.Tensor
-    # A list built before any interaction has an empty stale history; RecBole's SRMs read the
-    # item at position length - 1, so such a history is read as one padding item.
 
     @classmethod
     def of(cls, score, list_ids, newest):
@@ -51,8 +51,8 @@ def request_columns(stale, stale_srm, then, catalogue, newest, history_len, show
     """Named request-feature columns (float64 numpy) of the ``stale`` lists.
 
     ``stale_srm`` are the SRM's scores of the lists from the fresh histories, ``then`` its
-    :class:`StaleHistoryScores` from the histories the cloud built them from; ``newest`` are the history items the cloud has not seen (right-padded with 0),
-    ``history_len`` the fresh history lengths, ``shown_ids`` what each user is shown;
+    :class:`StaleHistoryScores` from the histories the cloud built them from; ``newest`` are the
+    history items the cloud has not seen (right-padded with 0), ``history_len`` the fresh history lengths, ``shown_ids`` what each user is shown;
     ``metric_by_rank`` the ``valid_metric`` per 0-based rank. Catalogue features only when
     ``catalogue`` (the SRM's scores of the item table) is given.
     """
