@@ -52,9 +52,10 @@ def request_columns(stale, stale_srm, then, catalogue, newest, history_len, show
 
     ``stale_srm`` are the SRM's scores of the lists from the fresh histories, ``then`` its
     :class:`StaleHistoryScores` from the histories the cloud built them from; ``newest`` are the
-    history items the cloud has not seen (right-padded with 0), ``history_len`` the fresh history lengths, ``shown_ids`` what each user is shown;
-    ``metric_by_rank`` the ``valid_metric`` per 0-based rank. Catalogue features only when
-    ``catalogue`` (the SRM's scores of the item table) is given.
+    history items the cloud has not seen (right-padded with 0), ``history_len`` the fresh history
+    lengths, ``shown_ids`` what each user is shown; ``metric_by_rank`` the ``valid_metric`` per
+    0-based rank. Catalogue features only when ``catalogue`` (the SRM's scores of the item table)
+    is given.
     """
     columns = list_features(stale.scores, stale_srm, stale.item_ids, newest, history_len)
     columns.update(drift_features(stale_srm, then.list_items, newest, then.newest))
