@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 
+import numpy as np
 import torch
 
 from _common import (
@@ -36,8 +37,8 @@ def coop_epoch(setup, interaction):
     """One cooperative epoch without validation: ``fine_tune`` for 1 epoch with a constant ``validate``."""
     config = setup.config
     loss_of = cooperative_loss(setup.lists.get("train", "stale"), config)
-    return lambda: fine_tune(setup.model.srm, "cooperative", interaction, loss_of, lambda srm: 0.0, 1,
-                             config["coop_learning_rate"], config)
+    return lambda: fine_tune(setup.model.srm, "cooperative", interaction, loss_of, lambda srm: np.zeros(1), 1,
+                             config["coop_learning_rate"], config, config["seed"])
 
 
 def rerank_validation(setup):

@@ -34,7 +34,9 @@ from recbole_lsc.cloud.precision import AUTOCAST_MODES
 from recbole_lsc.device.features import DEVICE_CATALOGUES, LIST_FEATURES
 from recbole_lsc.device.fusion import FUSION_NORMS
 from recbole_lsc.device.policies import REQUEST_POLICIES, RULE_FEATURES, available_rules
+from recbole_lsc.device.per_device import RETRAIN_SCOPES
 from recbole_lsc.device.srm import COOP_LOSSES
+from recbole_lsc.device.training import STAGE_SELECTIONS
 from recbole_lsc import properties
 from recbole_lsc.errors import ConfigError, DatasetNotFoundError
 from recbole_lsc.protocol import MIN_INTERACTIONS
@@ -53,7 +55,8 @@ _INT_KEYS = (
 )
 _FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob",
                "llm_learning_rate", "llm_weight_decay", "llm_dropout", "llm_lora_alpha", "llm_lora_dropout",
-               "serve_batch_window_ms", "request_timeout", "replay_stop_cloud_after")
+               "serve_batch_window_ms", "request_timeout", "replay_stop_cloud_after", "coop_learning_rate",
+               "retrain_learning_rate")
 _BOOL_KEYS = ("coop_train", "retrain", "llm_lora", "llm_mask_history",
               "llm_gradient_checkpointing")
 _STR_KEYS = ("results_dir", "checkpoint_dir", "data_path", "serve_host", "serve_token_file", "replay_bundle",
@@ -70,6 +73,7 @@ _POSITIVE_KEYS = (
 
 _RANGES = {"fusion_alpha": (0, 1), "request_ratio": (0, 1), "coop_weight": (0, 100),
            "llm_dropout": (0, 1), "llm_lora_dropout": (0, 1), "llm_learning_rate": (1e-12, 10),
+           "coop_learning_rate": (1e-12, 10), "retrain_learning_rate": (1e-12, 10),
            "replay_stop_cloud_after": (0, 1), "request_timeout": (0.001, 3600)}
 # Keys earlier releases read, and what replaced them: refused, not silently ignored.
 _RETIRED_KEYS = {
@@ -88,6 +92,7 @@ _CHOICES = {
     "coop_loss": COOP_LOSSES,
     "srm_train_window": ("cloud", "all"),
     "llm_autocast": AUTOCAST_MODES,
+    "stage_selection": STAGE_SELECTIONS,
 }
 
 
@@ -290,13 +295,8 @@ class LSCConfig(Config):
         """``device_catalogue`` as a list of settings; a policy must be computable from what the device holds."""
         if self.model != "LSC4Rec":
             return
-        value = self.final_config_dict.get("device_catalogue")
-        modes = [value] if isinstance(value, str) else value
-        if not isinstance(modes, (list, tuple)) or not modes or any(mode not in DEVICE_CATALOGUES for mode in modes) \
-                or len(set(modes)) != len(modes):
-            raise ConfigError(f"config key 'device_catalogue' must be one or more of {', '.join(DEVICE_CATALOGUES)} "
-                              f"(a list without repeats), got {value!r}")
-        self.final_config_dict["device_catalogue"] = list(modes)
+        modes = self._setting_list("device_catalogue", DEVICE_CATALOGUES)
+        self._setting_list("retrain_scope", RETRAIN_SCOPES)
         policy = self.final_config_dict.get("request_policy")
         catalogue_rules = set(RULE_FEATURES) - set(available_rules(LIST_FEATURES))
         if policy in catalogue_rules and "candidates" in modes:
@@ -304,6 +304,17 @@ class LSCConfig(Config):
                 f"request_policy '{policy}' reads the SRM's scores of the whole item table, which a device with "
                 "device_catalogue 'candidates' does not hold; use random, consistency or learned, or set "
                 "device_catalogue: full")
+
+    def _setting_list(self, key, choices):
+        """A key that names one or more settings of one run (a value or a list without repeats)."""
+        value = self.final_config_dict.get(key)
+        settings = [value] if isinstance(value, str) else value
+        if not isinstance(settings, (list, tuple)) or not settings or any(s not in choices for s in settings) \
+                or len(set(settings)) != len(settings):
+            raise ConfigError(f"config key '{key}' must be one or more of {', '.join(choices)} "
+                              f"(a list without repeats), got {value!r}")
+        self.final_config_dict[key] = list(settings)
+        return self.final_config_dict[key]
 
     def _check_llm_backbone(self):
         """The tiny cloud is trained from scratch: its shape must be valid and it has nothing to adapt."""

@@ -20,6 +20,18 @@ ROLES = ("srm", "srm_rerank", "llm_stale", "llm_fresh", "lsc4rec", "ablation", "
 VERSIONED = ("recbole-lsc", "recbole", "torch", "numpy", "pandas", "transformers", "peft")
 
 
+def setting_key(device_catalogue, retrain_scope="device"):
+    """The key of one LSC4Rec setting (per-user vectors, curves, device bundles):
+    ``candidates`` / ``full`` for the default ``device`` re-training scope, ``<catalogue>-fleet``
+    for one model re-trained on the whole fleet's fresh windows."""
+    return device_catalogue if retrain_scope in (None, "device") else f"{device_catalogue}-{retrain_scope}"
+
+
+def setting_label(device_catalogue, retrain_scope="device"):
+    """How a row names its setting: ``candidates``, or ``candidates, fleet re-training``."""
+    return device_catalogue if retrain_scope in (None, "device") else f"{device_catalogue}, {retrain_scope} re-training"
+
+
 def metric_dict(result):
     """RecBole's evaluation OrderedDict as plain ``{lower-case name: float}``."""
     return {str(key).lower(): round(float(value), 6) for key, value in (result or {}).items()}

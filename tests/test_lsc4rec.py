@@ -80,8 +80,15 @@ def test_one_run_writes_every_row_curve_and_cost(small_config, monkeypatch, caps
     modes = out["runs"][0]["modes"]
     assert [info["device_catalogue"] for info in modes] == ["candidates", "full"]
     stages = out["runs"][0]["stages"]  # re-training with the item table keeps its best epoch; with the lists, if it gains
-    assert stages["retrain (full)"]["kept"] and not stages["retrain (full)"]["must_beat_start"]
-    assert stages["retrain (candidates)"]["must_beat_start"] and stages["cooperative"]["must_beat_start"]
+    assert stages["retrain (full, device)"]["kept"] and not stages["retrain (full, device)"]["must_beat_start"]
+    assert stages["retrain (candidates, device)"]["must_beat_start"] and stages["cooperative"]["must_beat_start"]
+    assert stages["retrain (full, device)"]["devices"] == 30  # every device re-trained its own copy
+    # calibration calls: every validation user's two lists and every fresh-window sample's two lists
+    calibration = out["cost"]["cloud_calls"]["calibration"]
+    assert calibration == {"valid/stale": 30, "valid/fresh": 30, "retrain/stale": 60, "retrain/fresh": 60}
+    assert out["cost"]["cloud_calls"]["calibration_total"] == 180
+    assert all(row["retrain_scope"] == ("device" if row["role"] not in ("srm", "llm_stale", "llm_fresh") else None)
+               for row in out["rows"])
     assert all(info["learned_policy_fit_users"] == 30 + 60 for info in modes)  # valid + 2 fresh-window samples a user
     cost = out["cost"]
     assert cost["llm_parameters"] > 0 and cost["srm_parameters"] > 0 and cost["bytes_per_request"] > 0
@@ -157,12 +164,29 @@ def test_an_undone_stage_leaves_its_ablation_equal_to_lsc4rec(small_config):
     # a learning rate of 0 cannot improve validation: re-training is undone, so the SRM "w/o
     # re-training" is the final SRM, and its row (policy fit included) must equal the main row
     # (with the list loss of 'candidates': the SRM re-ranking the stale lists must beat its start)
-    out = run(small_config, retrain_learning_rate=0.0, device_catalogue="candidates")
-    assert out["runs"][0]["stages"]["retrain (candidates)"]["kept"] is False
+    out = run(small_config, retrain_learning_rate=1e-12, device_catalogue="candidates")
+    assert out["runs"][0]["stages"]["retrain (candidates, device)"]["kept"] is False
     rows = {row["name"]: row for row in out["rows"]}
     main, ablation = rows["LSC4Rec (candidates)"], rows["LSC4Rec (candidates) w/o re-training"]
     assert ablation["test"] == main["test"] and ablation["valid"] == main["valid"]
     assert ablation["realized"] == main["realized"]
+
+
+@pytest.mark.parametrize("scope", ["device", "fleet"])
+def test_an_undone_cooperative_stage_leaves_its_ablation_equal_to_lsc4rec(small_config, scope):
+    # the cooperative stage undone, "w/o cooperative training" re-trains the same SRM with the
+    # same generators: the very computation of the main row, not another dropout draw of it
+    out = run(small_config, coop_learning_rate=1e-12, device_catalogue="candidates", retrain_scope=scope,
+              stage_selection="always", retrain_epochs=2, request_curve_ratios=[0.0, 1.0])
+    stages = out["runs"][0]["stages"]
+    assert stages["cooperative"]["kept"] and stages["cooperative"]["best_epoch"] >= 0  # 'always' keeps it ...
+    out = run(small_config, coop_learning_rate=1e-12, device_catalogue="candidates", retrain_scope=scope,
+              retrain_epochs=2, request_curve_ratios=[0.0, 1.0])
+    assert out["runs"][0]["stages"]["cooperative"]["kept"] is False  # ... 'validated' undoes a stage that cannot gain
+    rows = {row["name"]: row for row in out["rows"]}
+    label = "candidates" if scope == "device" else "candidates, fleet re-training"
+    main, ablation = rows[f"LSC4Rec ({label})"], rows[f"LSC4Rec ({label}) w/o cooperative training"]
+    assert ablation["test"] == main["test"] and ablation["valid"] == main["valid"]
 
 
 @pytest.mark.parametrize("srm", ["SASRec", "GRU4Rec"])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import stats as scipy_stats
 
 import recbole_lsc.cloud.trainer as cloud_trainer
 import recbole_lsc.experiment.stages as stages_module
@@ -47,7 +48,13 @@ def batch_of(targets):
                         "item_length": torch.full_like(targets, 3)})
 
 
-CONFIG = {"train_batch_size": 2, "device": "cpu", "show_progress": False, "seed": 1, "valid_metric": "NDCG@10"}
+CONFIG = {"train_batch_size": 2, "device": "cpu", "show_progress": False, "seed": 1, "valid_metric": "NDCG@10",
+          "stage_selection": "validated"}
+
+
+def per_user(value, users=8):
+    """Validation values of ``users`` users that all move with ``value`` (a paired test sees every user gain)."""
+    return value + np.linspace(0.0, 0.01, users)
 
 
 def test_cooperative_losses_by_hand():
@@ -93,11 +100,12 @@ def test_fine_tuning_keeps_the_best_improving_epoch_and_leaves_its_input_unchang
     srm = device_srm()
     before = srm.model.scores.detach().clone()
     interaction = batch_of([2, 2, 2, 2])
-    validate = lambda model: float(model.model.scores.detach()[2])  # noqa: E731  (improves as item 2 is learnt)
-    tuned, log = fine_tune(srm, "retrain", interaction, lambda m, b, i: m.loss(b), validate, 3, 0.1, CONFIG)
+    validate = lambda model: per_user(float(model.model.scores.detach()[2]))  # noqa: E731  (improves as 2 is learnt)
+    tuned, log = fine_tune(srm, "retrain", interaction, lambda m, b, i: m.loss(b), validate, 3, 0.1, CONFIG, seed=3)
     assert tuned is not srm and torch.equal(srm.model.scores.detach(), before)
     assert log["kept"] and log["best_epoch"] == 2 and log["valid_after"] > log["valid_before"]
-    assert float(tuned.model.scores.detach()[2]) == pytest.approx(log["valid_after"], abs=1e-6)
+    assert log["p"] == pytest.approx(1 / 2 ** 8, abs=1e-6)  # all 8 users gain: the exact one-sided Wilcoxon p
+    assert float(tuned.model.scores.detach()[2]) + 0.005 == pytest.approx(log["valid_after"], abs=1e-6)
 
 
 def test_full_ranking_validation_by_hand():
@@ -107,22 +115,63 @@ def test_full_ranking_validation_by_hand():
     config = {**CONFIG, "eval_batch_size": 2}
     # target 2 is first (NDCG 1), target 3 third behind items 2 and 1 (1 / log2(4) = 0.5), target 4 last (1 / log2(6))
     validate = CatalogueValidation(batch_of([2, 3, 4]), config)
-    assert validate(srm) == pytest.approx((1.0 + 0.5 + 1 / math.log2(6)) / 3)
+    assert validate(srm) == pytest.approx([1.0, 0.5, 1 / math.log2(6)])
+    assert validate(srm, torch.tensor([2])) == pytest.approx([1 / math.log2(6)])
     assert validate.name == "full ranking"
 
 
 def test_fine_tuning_that_never_beats_the_start_is_undone():
     srm = device_srm()
     interaction = batch_of([2, 2, 2, 2])
-    validate = lambda model: -float(model.model.scores.detach()[2])  # noqa: E731  (gets worse as item 2 is learnt)
-    tuned, log = fine_tune(srm, "retrain", interaction, lambda m, b, i: m.loss(b), validate, 2, 0.1, CONFIG)
-    assert tuned is srm and not log["kept"] and log["best_epoch"] == -1
-    assert log["valid_after"] == log["valid_before"]
+    validate = lambda model: per_user(-float(model.model.scores.detach()[2]))  # noqa: E731  (worse as 2 is learnt)
+    tuned, log = fine_tune(srm, "retrain", interaction, lambda m, b, i: m.loss(b), validate, 2, 0.1, CONFIG, seed=3)
+    assert tuned is srm and not log["kept"] and log["best_epoch"] == 0
+    assert log["valid_after"] < log["valid_before"] and log["p"] == 1.0
     # where the start's score is no fair bar (it was early-stopped on it), the best epoch is kept
-    tuned, log = fine_tune(srm, "retrain", interaction, lambda m, b, i: m.loss(b), validate, 2, 0.1, CONFIG,
+    tuned, log = fine_tune(srm, "retrain", interaction, lambda m, b, i: m.loss(b), validate, 2, 0.1, CONFIG, seed=3,
                            must_beat_start=False)
     assert tuned is not srm and log["kept"] and log["best_epoch"] == 0 and log["valid_after"] < log["valid_before"]
-    assert -float(tuned.model.scores.detach()[2]) == pytest.approx(log["valid_after"], abs=1e-6)
+    assert -float(tuned.model.scores.detach()[2]) + 0.005 == pytest.approx(log["valid_after"], abs=1e-6)
+
+
+def test_a_stage_whose_mean_gain_comes_from_one_user_is_undone_unless_stages_always_apply():
+    from recbole_lsc.device.training import stage_decision
+
+    before = np.zeros(20)
+    after = before.copy()
+    after[0] = 1.0  # one lucky user lifts the mean: one-sided Wilcoxon p = 0.5
+    assert stage_decision(before, after, True, "validated") == (False, pytest.approx(0.5), "paired test at 0.05")
+    assert stage_decision(before, after, True, "always")[0]
+    assert stage_decision(before, after, False, "validated")[0]  # no fair bar: the best epoch stands
+    after[:6] = 1.0  # six users gain, none loses: p = 1 / 2**6 < 0.05
+    assert stage_decision(before, after, True, "validated") == (True, pytest.approx(1 / 64), "paired test at 0.05")
+    after[6] = -1.0  # ... and one loses: the mean still gains, the test is no longer convinced at 0.05
+    kept, p, _ = stage_decision(before, after, True, "validated")
+    assert after.mean() > 0 and not kept
+    assert p == pytest.approx(scipy_stats.wilcoxon(after[:7], alternative="greater").pvalue) and p > 0.05
+
+
+def test_fine_tuning_draws_from_its_own_seed_and_leaves_the_callers_random_state():
+    class Dropped(FixedScores):
+        def full_sort_predict(self, interaction):
+            return torch.nn.functional.dropout(super().full_sort_predict(interaction), 0.5, self.training)
+
+    def tuned_scores(seed):
+        srm = DeviceSRM(Dropped(6), {"MAX_ITEM_LIST_LENGTH": 3, "transform": None}, dataset=None)
+        validate = lambda model: per_user(float(model.model.scores.detach()[2]))  # noqa: E731
+        config = {**CONFIG, "stage_selection": "always"}
+        tuned, _ = fine_tune(srm, "retrain", batch_of([2, 3, 2, 4]), lambda m, b, i: m.loss(b), validate, 2, 0.1,
+                             config, seed=seed)
+        return tuned.model.scores.detach()
+
+    torch.manual_seed(0)
+    first = tuned_scores(7)
+    state = torch.get_rng_state()
+    torch.rand(100)  # whatever the caller drew before does not matter ...
+    assert torch.equal(tuned_scores(7), first) and not torch.equal(tuned_scores(8), first)
+    torch.set_rng_state(state)
+    tuned_scores(7)  # ... and the stage does not move the caller's generator
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 @pytest.mark.parametrize("coop, retrain", [(True, True), (True, False), (False, True), (False, False)])
@@ -137,7 +186,7 @@ def test_ablation_states_come_from_the_states_that_skipped_a_stage(monkeypatch, 
             calls.append(("cooperative", srm))
             return f"coop({srm})", {"kept": True}
 
-        def retraining(self, srm, mode):
+        def retraining(self, srm, mode, scope):
             calls.append(("retrain", srm, mode))
             return f"retrain-{mode}({srm})", {"kept": True}
 
@@ -146,13 +195,15 @@ def test_ablation_states_come_from_the_states_that_skipped_a_stage(monkeypatch, 
 
     monkeypatch.setattr(stages_module, "FineTuningStages", Stages)
     modes = ["candidates", "full"]
-    config = {"coop_train": coop, "retrain": retrain, "device_catalogue": modes}
+    config = {"coop_train": coop, "retrain": retrain, "device_catalogue": modes, "retrain_scope": ["device"]}
     states = stages_module.device_stages(config, "srm", None, None)
     assert states.independent == "srm"
     assert states.cooperative == ("coop(srm)" if coop else "srm")
     for mode in modes:  # re-training happens on the device, once per what it holds
-        assert states.final[mode] == (f"retrain-{mode}({states.cooperative})" if retrain else states.cooperative)
-    assert states.retrained_only == ({mode: f"retrain-{mode}(srm)" for mode in modes} if coop and retrain else {})
+        assert states.final[(mode, "device")] == (f"retrain-{mode}({states.cooperative})" if retrain
+                                                  else states.cooperative)
+    assert states.retrained_only == ({(mode, "device"): f"retrain-{mode}(srm)" for mode in modes}
+                                     if coop and retrain else {})
     expected = [("cooperative", "srm")] if coop else []
     if retrain:
         expected += [("retrain", states.cooperative, mode) for mode in modes]

@@ -5,7 +5,7 @@ import os
 
 from recbole_lsc.cloud.llmrec import LLMRec
 from recbole_lsc.cloud.store import entry_path, llm_key, load_trained_llm
-from recbole_lsc.device.bundle import CONFIG_NAME, DeviceBundle, tokens_digest
+from recbole_lsc.device.bundle import CONFIG_NAME, DeviceBundle, load_device_weights, tokens_digest
 from recbole_lsc.device.srm import DeviceSRM
 from recbole_lsc.errors import ConfigError
 from recbole_lsc.utils import get_model
@@ -44,4 +44,4 @@ def device_bundle(config, dataset, srm_config, folder):
     if bundle.item_tokens_sha256 != tokens_digest(dataset.field2id_token[dataset.iid_field]):
         raise ConfigError(f"device bundle '{folder}' was trained on another item table than dataset "
                           f"'{config['dataset']}' with this config; replay it with the config of its run")
-    return srm.eval(), bundle
+    return load_device_weights(folder, srm.eval()), bundle

@@ -15,15 +15,20 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from recbole_lsc.checkpoint import load_checkpoint, save_checkpoint
 from recbole_lsc.device.learned import LearnedRequestPolicy
+from recbole_lsc.device.per_device import PerDeviceSRM
 from recbole_lsc.device.policies import policy_priority, request_noise
 from recbole_lsc.errors import CheckpointError
 from recbole_lsc.files import write_json_atomic
 
 CONFIG_NAME = "device_config.json"
 WEIGHTS_NAME = "model.safetensors"
+DEVICES_NAME = "devices.safetensors"  # each device's own re-trained weights (retrain_scope: device)
 BUNDLE_FORMAT = 1
 
 
@@ -79,10 +84,21 @@ class DeviceBundle:
     simulation: dict = field(default_factory=dict)
 
     def save_pretrained(self, folder, srm_module):
-        """Write the bundle and ``srm_module``'s weights (a DeviceSRM) into ``folder``."""
+        """Write the bundle and ``srm_module``'s weights into ``folder``: a DeviceSRM, or a
+        :class:`~recbole_lsc.device.per_device.PerDeviceSRM` (the SRM the cloud sent, and each
+        device's own flat weights in ``devices.safetensors``)."""
         os.makedirs(folder, exist_ok=True)
         payload = {"format": BUNDLE_FORMAT, **asdict(self), "request": self.request.to_dict()}
-        save_checkpoint(os.path.join(folder, WEIGHTS_NAME), srm_module, meta={"srm": self.srm})
+        vectors = getattr(srm_module, "vectors", None)
+        save_checkpoint(os.path.join(folder, WEIGHTS_NAME), getattr(srm_module, "start", srm_module),
+                        meta={"srm": self.srm})
+        devices = os.path.join(folder, DEVICES_NAME)
+        if vectors:
+            users = sorted(vectors)
+            save_file({"users": torch.tensor(users, dtype=torch.long),
+                       "weights": torch.stack([vectors[user] for user in users])}, devices)
+        elif os.path.exists(devices):
+            os.remove(devices)
         write_json_atomic(os.path.join(folder, CONFIG_NAME), payload)
 
     @classmethod
@@ -109,6 +125,23 @@ class DeviceBundle:
                                   f"{bundle.srm} or the bundle of a {srm_module.name} run")
         load_checkpoint(os.path.join(folder, WEIGHTS_NAME), srm_module, device=device, expect={"srm": bundle.srm})
         return bundle
+
+
+def load_device_weights(folder, srm_module):
+    """``srm_module`` itself, or a PerDeviceSRM of it when ``folder`` holds each device's weights."""
+    path = os.path.join(folder, DEVICES_NAME)
+    if not os.path.isfile(path):
+        return srm_module
+    try:
+        tensors = load_file(path)
+        users, weights = tensors["users"], tensors["weights"]
+    except (SafetensorError, KeyError, OSError) as err:
+        raise CheckpointError(f"'{path}' is not a file of per-device weights ({err}); write the bundle again") from None
+    size = sum(p.numel() for p in srm_module.parameters())
+    if weights.dim() != 2 or weights.size(1) != size or len(users) != len(weights):
+        raise CheckpointError(f"'{path}' holds weights of another shape than the {srm_module.name} of this config; "
+                              "replay it with the config of its run")
+    return PerDeviceSRM(srm_module, {int(user): row for user, row in zip(users.tolist(), weights)})
 
 
 def tokens_digest(item_tokens):

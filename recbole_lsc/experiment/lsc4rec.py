@@ -6,8 +6,10 @@ training target, as stock RecBole), ``llm_stale`` / ``llm_fresh`` (the cloud alo
 request for every user), ``srm_rerank`` (the device re-ranks the stale list it received, no
 fusion, no request), one ``lsc4rec`` row per ``device_catalogue`` setting (fusion + the
 configured request policy at ``request_ratio``) and its ``ablation`` rows (without cooperative
-training, without re-training). Everything tuned (alpha, request thresholds, the learned
-policy) is fit on validation; test is only scored.
+training, without re-training), for each ``retrain_scope`` (each device re-trains its own copy,
+or one model for the fleet; every row records its ``retrain_scope``). Everything tuned (alpha,
+request thresholds, the learned policy, the re-training epoch) is fit on validation; test is
+only scored.
 """
 
 import logging
@@ -31,10 +33,10 @@ from recbole_lsc.experiment.lists import CloudLists
 from recbole_lsc.experiment.seeds import (
     SINGLE_MODELS, aggregate_curve, aggregate_rows, mean_per_user, model_tests, policy_tests, with_seed,
 )
-from recbole_lsc.experiment.stages import device_stages, train_reference_and_device_srm
+from recbole_lsc.experiment.stages import device_stages, settings_of, train_reference_and_device_srm
 from recbole_lsc.lsc4rec import LSC4Rec
 from recbole_lsc.protocol import DeviceCloudProtocol
-from recbole_lsc.results import result_row
+from recbole_lsc.results import result_row, setting_key, setting_label
 from recbole_lsc.utils import get_model
 
 
@@ -86,9 +88,14 @@ def srm_ranks(config, srm, protocol, phase):
                            config["eval_batch_size"], srm.fields["item"])
 
 
+# the re-ranking device: it holds only its lists and re-trained its own copy on its own data
+RERANK_SETTING = ("candidates", "device")
+
+
 def single_model_rows(config, reference, device_srm, llm_trainer, lists):
     """Rows ``srm`` (``reference`` over the item table), ``llm_stale``, ``llm_fresh``, ``srm_rerank``
-    (``device_srm`` re-ranks the stale lists it received) and their per-user test values."""
+    (``device_srm``, the final SRM of :data:`RERANK_SETTING`, re-ranks the stale lists it
+    received) and their per-user test values."""
     protocol = llm_trainer.protocol
     ranks = {"srm": {phase: srm_ranks(config, reference, protocol, phase) for phase in ("valid", "test")}}
     for view in ("stale", "fresh"):
@@ -101,39 +108,62 @@ def single_model_rows(config, reference, device_srm, llm_trainer, lists):
         ranks["srm_rerank"][phase] = list_ranks(stale.item_ids, scores, torch.from_numpy(protocol.targets(
             protocol.samples(phase))))
     rows = [result_row(name, role, summary(ranks[role]["valid"], config), summary(ranks[role]["test"], config),
-                       device_catalogue=held)
-            for role, name, held in (("srm", config["srm"], "full"), ("llm_stale", "LLMRec (stale)", "cloud"),
-                                     ("llm_fresh", "LLMRec (fresh)", "cloud"),
-                                     ("srm_rerank", f"{config['srm']} re-rank", "candidates"))]
+                       device_catalogue=held, retrain_scope=scope)
+            for role, name, held, scope in (("srm", config["srm"], "full", None),
+                                            ("llm_stale", "LLMRec (stale)", "cloud", None),
+                                            ("llm_fresh", "LLMRec (fresh)", "cloud", None),
+                                            ("srm_rerank", f"{config['srm']} re-rank", *RERANK_SETTING))]
     return rows, {role: metric_values(phases["test"], config) for role, phases in ranks.items()}
 
 
-def ablation_rows(config, states, lists, protocol, mode):
+def ablation_rows(config, states, lists, protocol, setting):
     """LSC4Rec without one stage, each from the SRM state that skipped it; its learned policy is
     fit as the main row's (with the fresh-window requests scored by an SRM that never saw them)."""
     cloud_window = config["srm_train_window"] == "cloud"
+    label = setting_label(*setting)
     ablations = []
-    if mode in states.retrained_only:
-        ablations.append((f"LSC4Rec ({mode}) w/o cooperative training", states.retrained_only[mode],
+    if setting in states.retrained_only:
+        ablations.append((f"LSC4Rec ({label}) w/o cooperative training", states.retrained_only[setting],
                           states.independent if cloud_window else None))
     if config["retrain"]:
-        ablations.append((f"LSC4Rec ({mode}) w/o re-training", states.cooperative,
+        ablations.append((f"LSC4Rec ({label}) w/o re-training", states.cooperative,
                           states.cooperative if cloud_window else None))
-    return [collaboration(config, srm, lists, protocol, mode, fresh_window_srm).row(
-                name, "ablation", config["request_policy"], config["request_ratio"], config["seed"])[0]
-            for name, srm, fresh_window_srm in ablations]
+    rows = []
+    for name, srm, fresh_window_srm in ablations:
+        row = collaboration(config, srm, lists, protocol, setting[0], fresh_window_srm).row(
+            name, "ablation", config["request_policy"], config["request_ratio"], config["seed"])[0]
+        rows.append({**row, "retrain_scope": setting[1]})
+    return rows
 
 
-def mode_results(config, states, lists, protocol, mode):
-    """The ``lsc4rec`` row, ablations, curve and choices of one ``device_catalogue`` setting."""
+def setting_results(config, states, lists, protocol, setting):
+    """The ``lsc4rec`` row, ablations, curve and choices of one (``device_catalogue``,
+    ``retrain_scope``) setting."""
+    mode, scope = setting
     fresh_window_srm = states.cooperative if config["srm_train_window"] == "cloud" else None
-    final = collaboration(config, states.final[mode], lists, protocol, mode, fresh_window_srm)
-    row, per_user = final.row(f"LSC4Rec ({mode})", "lsc4rec", config["request_policy"], config["request_ratio"],
-                              config["seed"])
+    final = collaboration(config, states.final[setting], lists, protocol, mode, fresh_window_srm)
+    row, per_user = final.row(f"LSC4Rec ({setting_label(mode, scope)})", "lsc4rec", config["request_policy"],
+                              config["request_ratio"], config["seed"])
+    row["retrain_scope"] = scope
     curve, curve_per_user = final.curve(config["request_curve_ratios"], config["seed"])
-    return {"rows": [row, *ablation_rows(config, states, lists, protocol, mode)], "per_user": per_user,
-            "curve": curve, "curve_per_user": {(mode, *key): values for key, values in curve_per_user.items()},
-            "info": final.info(), "collaboration": final}
+    key = setting_key(mode, scope)
+    return {"rows": [row, *ablation_rows(config, states, lists, protocol, setting)], "per_user": per_user,
+            "curve": [{**point, "retrain_scope": scope} for point in curve],
+            "curve_per_user": {(key, *k): values for k, values in curve_per_user.items()},
+            "info": {**final.info(), "retrain_scope": scope}, "collaboration": final}
+
+
+def cloud_calls(lists, protocol, results):
+    """Every list the devices asked the cloud for: the test users' initial lists and requests,
+    and the calibration calls (the validation users' and fresh-window samples' lists that
+    alpha, the request thresholds and the learned policy were fit on, and the lists a device
+    received over its fresh window)."""
+    users = len(protocol.samples("test"))
+    calibration = {key: len(protocol.samples(key.split("/")[0])) for key in lists.passes
+                   if key.split("/")[0] in ("valid", "retrain")}
+    return {"initial_lists": users, "calibration": calibration, "calibration_total": sum(calibration.values()),
+            "llm_candidate_passes": dict(lists.passes),
+            "requests": {key: int(round(result["rows"][0]["realized"] * users)) for key, result in results.items()}}
 
 
 def run_one_seed(config, saved):
@@ -143,27 +173,26 @@ def run_one_seed(config, saved):
     model = LSC4Rec(config, data.dataset, get_model(config["srm"]), data.srm_config).to(config["device"])
     llm_trainer, llm_log = train_or_load(config, model.llm, data.protocol, data.dataset)
     model.llm.requires_grad_(False)
-    reference, independent, srm_logs = train_reference_and_device_srm(config, model.srm, data, saved)
+    reference, independent, srm_logs = train_reference_and_device_srm(config, data, saved)
     cloud = InProcessCloud(model.llm, config["eval_batch_size"], config["device"], show_progress=config["show_progress"])
     lists = CloudLists(cloud, data.protocol, config)
-    states = device_stages(config, independent, lists, data.protocol)
+    states = device_stages(config, independent, lists, data.protocol, extra_settings=[RERANK_SETTING])
 
-    # the re-ranking device is the final SRM of a device that holds only its lists (when run)
-    rerank_srm = states.final.get("candidates", next(iter(states.final.values())))
+    rerank_srm = states.final[RERANK_SETTING]
     rows, per_user = single_model_rows(config, reference, rerank_srm, llm_trainer, lists)
-    modes = {mode: mode_results(config, states, lists, data.protocol, mode) for mode in config["device_catalogue"]}
+    modes = {setting_key(*setting): setting_results(config, states, lists, data.protocol, setting)
+             for setting in settings_of(config)}
     bundles = {}
-    for mode, result in modes.items():
+    for (key, result), setting in zip(modes.items(), settings_of(config)):
         rows += result["rows"]
-        per_user[f"lsc4rec/{mode}"] = result["per_user"]
+        per_user[f"lsc4rec/{key}"] = result["per_user"]
         bundle = device_bundle(config, result.pop("collaboration"), result["per_user"], data.protocol, data.dataset,
                                cloud.model_id)
-        bundles[mode] = (bundle, states.final[mode])
-    cost = measure_cost(config, cloud, rerank_srm, data.protocol, lists.get("test", "stale").item_ids)
-    users = len(data.protocol.samples("test"))
-    cost["cloud_calls"] = {"initial_lists": users, "llm_candidate_passes": dict(lists.passes),
-                           "requests": {mode: int(round(result["rows"][0]["realized"] * users))
-                                        for mode, result in modes.items()}}
+        bundles[key] = (bundle, states.final[setting])
+    # one device's cost: the SRM it runs (every device's copy has the same shape)
+    cost = measure_cost(config, cloud, getattr(rerank_srm, "start", rerank_srm), data.protocol,
+                        lists.get("test", "stale").item_ids)
+    cost["cloud_calls"] = cloud_calls(lists, data.protocol, modes)
     info = {"stages": {"llm": llm_log, **srm_logs, **states.logs}, "modes": [result["info"] for result in modes.values()]}
     return {"rows": rows, "per_user": per_user, "curve": [p for result in modes.values() for p in result["curve"]],
             "curve_per_user": {key: v for result in modes.values() for key, v in result["curve_per_user"].items()},
@@ -192,7 +221,8 @@ def run_lsc4rec(config, saved=True):
     key = config["valid_metric"].lower()
     for row in rows:
         if row["role"] == "lsc4rec":
-            row["paired_tests"] = {"metric": key, **model_tests(runs, row["device_catalogue"])}
+            row["paired_tests"] = {"metric": key, **model_tests(runs, setting_key(row["device_catalogue"],
+                                                                                   row["retrain_scope"]))}
     roles = [*(f"lsc4rec/{mode}" for mode in runs[0]["modes"]), *SINGLE_MODELS]
     per_user = {role: mean_per_user(runs, role) for role in roles}
     extra = {

@@ -9,13 +9,13 @@
 3. adaptive re-training, on the device: the SRM fine-tuned on the freshest window, which the
    cloud has not seen, with what the device holds (``device_catalogue``): the SRM's own loss
    over the item table (``full``) or a softmax over the items its device holds: its history and
-   the cloud lists it was sent (``candidates``).
+   the cloud lists it was sent (``candidates``); each device its own copy on its own data
+   (``retrain_scope: device``) or one model on every device's data (``fleet``).
 
 Each stage returns a new SRM (or the one it was given, when validation did not improve), so
 every state stays available: the ablations are built from them, nothing is rewound.
 """
 
-import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,14 +31,19 @@ from recbole_lsc.device.training import (
     CatalogueValidation, RerankValidation, cooperative_loss, fine_tune, held_items_retraining_loss, retraining_loss,
 )
 from recbole_lsc.device.held import HeldItems
+from recbole_lsc.device.per_device import DeviceRetraining, rows_by_user
+from recbole_lsc.device.srm import DeviceSRM
 from recbole_lsc.experiment.srm import fit_recbole
 from recbole_lsc.protocol import Samples
+from recbole_lsc.utils import derived_seed, get_model
 
 
 @dataclass
 class DeviceStates:
     """The SRM after each stage. ``final`` and ``retrained_only`` (re-training without the
-    cooperative stage, an ablation) hold one SRM per ``device_catalogue`` setting."""
+    cooperative stage, an ablation) hold one SRM per (``device_catalogue``, ``retrain_scope``)
+    setting: a :class:`~recbole_lsc.device.per_device.PerDeviceSRM` where each device re-trained
+    its own copy."""
 
     independent: object
     cooperative: object
@@ -65,54 +70,70 @@ def cloud_window_loader(train_data, protocol):
     return TrainDataLoader(train_data.config, subset, train_data._sampler, shuffle=train_data.shuffle)
 
 
-def train_srm(config, srm, data, train_data, saved):
-    """RecBole's trainer on ``train_data`` (reseeded: the SRM does not depend on whether the LLM
-    was trained or loaded); returns the stage's log."""
-    init_seed(config["seed"], config["reproducibility"])
+def fresh_srm(config, data):
+    """A new device SRM drawn exactly as a plain RecBole run draws it at this seed (reseeded
+    first, built on the training split's dataset), whatever was built before it."""
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["srm"])(data.srm_config, data.train_data._dataset).to(config["device"])
+    return DeviceSRM(model, data.srm_config, data.dataset)
+
+
+def train_srm(config, data, train_data, saved):
+    """A fresh SRM (:func:`fresh_srm`) fit by RecBole's trainer on ``train_data`` right after it
+    is drawn, as ``run_recbole`` does; returns ``(srm, the stage's log)``."""
+    srm = fresh_srm(config, data)
     start = time.time()
     fit_recbole(data.srm_config, srm.model, train_data, data.valid_data, saved=saved)
-    return {"seconds": round(time.time() - start, 1), "samples": len(train_data._dataset)}
+    return srm, {"seconds": round(time.time() - start, 1), "samples": len(train_data._dataset)}
 
 
-def train_reference_and_device_srm(config, srm, data, saved):
-    """The ``srm`` reference (every training target) and the device's independent SRM (the
-    ``srm_train_window``), both from the same initial weights; returns ``(reference, device, logs)``."""
-    initial = copy.deepcopy(srm)
-    logs = {"srm": train_srm(config, srm, data, data.train_data, saved)}
+def train_reference_and_device_srm(config, data, saved):
+    """The ``srm`` reference (every training target; the plain ``--model=<srm>`` run at this
+    seed) and the device's independent SRM (the ``srm_train_window``), both from the same
+    initial weights; returns ``(reference, device, logs)``."""
+    reference, log = train_srm(config, data, data.train_data, saved)
     if config["srm_train_window"] == "all":
-        return srm, srm, logs
-    logs["device_srm"] = train_srm(config, initial, data, cloud_window_loader(data.train_data, data.protocol), saved)
-    return srm, initial, logs
+        return reference, reference, {"srm": log}
+    device, device_log = train_srm(config, data, cloud_window_loader(data.train_data, data.protocol), saved)
+    return reference, device, {"srm": log, "device_srm": device_log}
 
 
 def _fine_tuning_samples(protocol, phase, srm):
     return protocol.interaction(protocol.samples(phase), "fresh", srm.max_len, srm.fields)
 
 
-def replay_rows(protocol, ratio, seed):
+def replay_rows(protocol, ratio, seed, scope="device"):
     """Which older samples (``llm_train``: targets the cloud has seen too, all of them in the
-    device's own history) re-training replays beside the fresh window: ``ratio`` per fresh
-    sample, drawn without replacement by a generator seeded with ``seed``, in protocol order;
-    ``"all"``: every one of them, the device's whole local history.
+    device's own history) re-training replays beside the fresh window, as rows of that phase in
+    protocol order; ``"all"``: every one of them, each device's whole local history.
 
-    Replay lets re-training take enough steps to learn the fresh window without drifting from
-    what the SRM learnt in the cloud (docs/method.md, "Training").
+    A number is ``ratio`` per fresh sample, drawn without replacement: with ``device`` scope
+    from each device's own older samples (a generator per user), with ``fleet`` from the pool of
+    every device's. Replay lets re-training take enough steps to learn the fresh window without
+    drifting from what the SRM learnt in the cloud (docs/method.md, "Training").
     """
-    older, fresh = len(protocol.samples("llm_train")), len(protocol.samples("retrain"))
+    older, fresh = protocol.samples("llm_train"), protocol.samples("retrain")
     if ratio == "all":
-        return np.arange(older)
-    count = min(older, int(round(ratio * fresh)))
-    return np.sort(np.random.default_rng(seed).choice(older, count, replace=False))
+        return np.arange(len(older))
+    if scope == "fleet":
+        count = min(len(older), int(round(ratio * len(fresh))))
+        return np.sort(np.random.default_rng(derived_seed(seed, "replay")).choice(len(older), count, replace=False))
+    fresh_count = np.bincount(fresh.user, minlength=len(protocol.lengths))
+    picked = [rows[np.random.default_rng(derived_seed(seed, "replay", user)).choice(
+                  len(rows), min(len(rows), int(round(ratio * fresh_count[user]))), replace=False)]
+              for user, rows in rows_by_user(older.user).items()]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
 
 
 class FineTuningStages:
     """Stages 2 and 3, each fine-tuning the SRM it is given; validated on the stale valid lists, or
-    (re-training with the item table) on the SRM's full ranking of the valid targets."""
+    (re-training with the item table) on the SRM's full ranking of the valid targets. Each stage
+    draws from generators of its own (:func:`~recbole_lsc.utils.derived_seed` of its name)."""
 
     def __init__(self, config, lists, protocol):
         self.config, self.lists, self.protocol = config, lists, protocol
         self.tensorboard = get_tensorboard(logging.getLogger())
-        self._held = {}  # HeldItems per replay: both re-trainings without the item table read the same
+        self._held = {}  # HeldItems per replay: the re-trainings without the item table read the same
 
     def close(self):
         """Every stage has logged: close the tensorboard writer, so no writer thread outlives them."""
@@ -125,28 +146,31 @@ class FineTuningStages:
         targets = torch.from_numpy(self.protocol.targets(self.protocol.samples("valid")))
         return RerankValidation(interaction, self.lists.get("valid", "stale"), targets, self.config)
 
-    def _run(self, srm, stage, phase, epochs, learning_rate, loss_of, replay=None, device_catalogue="candidates"):
+    def _samples(self, srm, phase, replay):
         interaction = _fine_tuning_samples(self.protocol, phase, srm)
         if replay is not None and len(replay):
             older = self.protocol.samples("llm_train")
             picked = Samples(older.user[replay], older.position[replay])
             interaction = cat_interactions([interaction, self.protocol.interaction(picked, "fresh", srm.max_len,
                                                                                    srm.fields)])
-        if epochs == 0 or len(interaction) == 0:
-            return srm, {"kept": False, "reason": "no epochs or no samples"}
-        validate = self._validation(srm, device_catalogue)
-        return fine_tune(srm, stage, interaction, loss_of(), validate, epochs, learning_rate, self.config,
-                         self.tensorboard, must_beat_start=validate.fair_bar)
+        return interaction
 
     def cooperative(self, srm):
         """Stage 2: the cloud's candidates of each training sample are the SRM's hard negatives."""
         phase = "llm_train" if self.config["srm_train_window"] == "cloud" else "train"
-        return self._run(srm, "cooperative", phase, self.config["coop_epochs"], self.config["coop_learning_rate"],
-                         lambda: cooperative_loss(self.lists.get(phase, "stale"), self.config))
+        interaction = _fine_tuning_samples(self.protocol, phase, srm)
+        epochs = self.config["coop_epochs"]
+        if epochs == 0 or len(interaction) == 0:
+            return srm, {"kept": False, "reason": "no epochs or no samples"}
+        validate = self._validation(srm, "candidates")
+        return fine_tune(srm, "cooperative", interaction, cooperative_loss(self.lists.get(phase, "stale"), self.config),
+                         validate, epochs, self.config["coop_learning_rate"], self.config,
+                         derived_seed(self.config["seed"], "cooperative"), self.tensorboard,
+                         must_beat_start=validate.fair_bar)
 
-    def retraining_samples(self):
+    def retraining_samples(self, scope="device"):
         """Rows of the older samples re-training replays (``retrain_replay`` per fresh sample)."""
-        return replay_rows(self.protocol, self.config["retrain_replay"], self.config["seed"])
+        return replay_rows(self.protocol, self.config["retrain_replay"], self.config["seed"], scope)
 
     def _retraining_lists(self, replay):
         """The cloud lists of the re-training samples: fresh window, then the replayed ones."""
@@ -164,31 +188,55 @@ class FineTuningStages:
             self._held[key] = HeldItems.at_retraining(self.protocol, users, self._retraining_lists(replay))
         return self._held[key]
 
-    def retraining(self, srm, device_catalogue):
+    def retraining(self, srm, device_catalogue, scope="device"):
         """Stage 3: the fresh window the cloud has not seen, and a replay of older local samples,
-        with the loss the device can compute."""
-        replay = self.retraining_samples()
+        with the loss the device can compute; on each device alone (``scope`` ``device``) or as
+        one model of the fleet (``fleet``)."""
+        replay = self.retraining_samples(scope)
         if device_catalogue == "full":
-            loss_of = lambda: retraining_loss  # noqa: E731
+            loss = retraining_loss
         else:
-            loss_of = lambda: held_items_retraining_loss(self.held_items(replay))  # noqa: E731
-        return self._run(srm, "retrain", "retrain", self.config["retrain_epochs"],
-                         self.config["retrain_learning_rate"], loss_of, replay, device_catalogue)
+            loss = held_items_retraining_loss(self.held_items(replay))
+        interaction = self._samples(srm, "retrain", replay)
+        stage, epochs = f"retrain ({device_catalogue}, {scope})", self.config["retrain_epochs"]
+        if epochs == 0 or len(interaction) == 0:
+            return srm, {"kept": False, "reason": "no epochs or no samples"}
+        validate = self._validation(srm, device_catalogue)
+        seed = derived_seed(self.config["seed"], "retrain", device_catalogue, scope)
+        if scope == "device":
+            run = DeviceRetraining(interaction, loss, validate, self.protocol.samples("valid").user, self.config, seed)
+            return run(srm, stage, must_beat_start=validate.fair_bar)
+        return fine_tune(srm, stage, interaction, loss, validate, epochs, self.config["retrain_learning_rate"],
+                         self.config, seed, self.tensorboard, must_beat_start=validate.fair_bar)
 
 
-def device_stages(config, independent, lists, protocol):
+def settings_of(config):
+    """The (``device_catalogue``, ``retrain_scope``) settings a run evaluates, in config order."""
+    return [(mode, scope) for mode in config["device_catalogue"] for scope in config["retrain_scope"]]
+
+
+def device_stages(config, independent, lists, protocol, extra_settings=()):
     """Stages 2 and 3 from the independently trained SRM, as switched by ``coop_train`` and
-    ``retrain``, re-training once per ``device_catalogue`` setting."""
+    ``retrain``, re-training once per setting (:func:`settings_of`, and ``extra_settings``).
+
+    Every stage draws from its own generators, so each state is the same whichever settings
+    a run evaluates and in whatever order.
+    """
     stages = FineTuningStages(config, lists, protocol)
     states = DeviceStates(independent, independent, {})
     if config["coop_train"]:
         states.cooperative, states.logs["cooperative"] = stages.cooperative(independent)
-    for mode in config["device_catalogue"]:
-        states.final[mode] = states.cooperative
+    settings = list(dict.fromkeys([*settings_of(config), *extra_settings]))
+    for mode, scope in settings:
+        states.final[(mode, scope)] = states.cooperative
         if config["retrain"]:
-            states.final[mode], states.logs[f"retrain ({mode})"] = stages.retraining(states.cooperative, mode)
+            states.final[(mode, scope)], states.logs[f"retrain ({mode}, {scope})"] = stages.retraining(
+                states.cooperative, mode, scope)
     if config["retrain"] and config["coop_train"]:
-        for mode in config["device_catalogue"]:
-            states.retrained_only[mode], _ = stages.retraining(independent, mode)
+        for setting in settings_of(config):
+            if states.cooperative is independent:  # the stage was undone: the same computation
+                states.retrained_only[setting] = states.final[setting]
+            else:
+                states.retrained_only[setting], _ = stages.retraining(independent, *setting)
     stages.close()
     return states
