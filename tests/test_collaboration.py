@@ -2,6 +2,7 @@
 that everything fitted reads validation labels only."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from recbole_lsc.channel import CandidateList
 from recbole_lsc.device.inference import StaleHistoryScores
-from recbole_lsc.device.learned import LearnedRequestPolicy
+from recbole_lsc.device.learned import SELECTION_ALPHA, LearnedRequestPolicy
 from recbole_lsc.device.policies import top_share
 from recbole_lsc.evaluation.metrics import metric_values
 from recbole_lsc.experiment.collaboration import Collaboration, PhaseLists, tune_alpha
@@ -117,6 +118,8 @@ def test_everything_fitted_reads_validation_and_fresh_window_labels_only(phases)
                     Collaboration(CONFIG, valid, test, dataclasses.replace(extra, targets=torch.roll(extra.targets, 7)))):
         assert cv_scores(changed) != cv_scores(collab)
     assert collab.fit_size == 2 * USERS
+    # each fitting row's user: a validation user's fresh-window rows share the id, so they share a fold
+    assert np.array_equal(collab._fitting_users, np.r_[valid.users, extra.users])
 
 
 @pytest.mark.parametrize("full", [False, True])
@@ -126,10 +129,13 @@ def test_the_learned_policy_is_chosen_for_each_budget_a_device_may_run(full):
     assert set(collab.info()["learned_policy"]) == {"0.05", "0.1", "0.2"}
     assert set(collab.info()["learned_policy_cv"]["0.1"]) >= {"random", "rule/consistency"}
     for rho, check in collab.info()["learned_policy_selection_gain"].items():  # random unless the check cleared it
-        assert collab.info()["learned_policy"][rho] == "random" or check[0] > check[1]
+        assert check is None or set(check) == {"mean", "standard_error", "p_holm"}
+        assert json.loads(json.dumps(check)) == check
+        assert collab.info()["learned_policy"][rho] == "random" or check["p_holm"] < SELECTION_ALPHA
     columns, gains = collab._fitting
-    for rho in (0.1, 0.3):  # 0.3: fit on first use, on the same labels
-        alone = LearnedRequestPolicy(collab.feature_names, collab.rules, ratios=(rho,)).fit(columns, gains)
+    for rho in (0.1, 0.3):  # 0.3: fit on first use, on the same labels and users
+        alone = LearnedRequestPolicy(collab.feature_names, collab.rules, ratios=(rho,)).fit(
+            columns, gains, collab._fitting_users)
         assert collab.learned_policy(rho).cv_scores == pytest.approx(alone.cv_scores)
     assert "0.3" in collab.info()["learned_policy"]
 

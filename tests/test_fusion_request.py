@@ -10,7 +10,7 @@ from recbole_lsc.device.features import (
 )
 from recbole_lsc.device.fusion import fuse, normalise, with_own_top
 from recbole_lsc.device.learned import (
-    L2_GRID, LearnedRequestPolicy, captured_gain, fit_per_budget, random_gain, selection_gain,
+    L2_GRID, SELECTION_ALPHA, LearnedRequestPolicy, captured_gain, fit_per_budget, random_gain, selection_gain,
 )
 from recbole_lsc.device.policies import calibrate_threshold, policy_priority, request_noise, top_share
 from recbole_lsc.evaluation.metrics import per_user_metrics
@@ -246,9 +246,10 @@ def test_learned_policy_keeps_random_when_a_lead_is_within_the_folds_noise():
     rule = LearnedRequestPolicy(names, folds=2)
     ridge, rand = ("ridge", "none", 1.0), ("random", None, None)
     # gaps 0.1, 0.3: mean 0.2 > error 0.1, the ridge's lead is kept
-    assert rule._one_standard_error_choice({ridge: np.array([1.0, 1.0]), rand: np.array([0.9, 0.7])}) == ridge
+    df = {ridge: 2.0}
+    assert rule._one_standard_error_choice({ridge: np.array([1.0, 1.0]), rand: np.array([0.9, 0.7])}, df) == ridge
     # gaps 0.2, -0.1: mean 0.05 <= error 0.15, the simpler random is chosen
-    assert rule._one_standard_error_choice({ridge: np.array([1.0, 1.0]), rand: np.array([0.8, 1.1])}) == rand
+    assert rule._one_standard_error_choice({ridge: np.array([1.0, 1.0]), rand: np.array([0.8, 1.1])}, df) == rand
 
 
 def test_learned_policy_is_chosen_per_budget():
@@ -286,10 +287,12 @@ def test_a_selection_that_does_not_beat_random_out_of_sample_requests_at_random(
     assert plain[0.1].description == "ridge/consistency/1000000.0"  # the folds that chose it favour it ...
     checked = fit_per_budget(names, rules, columns, gains, (0.1, 0.2))
     assert checked[0.1].description == "random" and checked[0.1].weights is None  # ... users it never saw do not
-    assert checked[0.1].selection_gain[0] < 0 and checked[0.1].cv_scores == plain[0.1].cv_scores
+    assert checked[0.1].selection_gain["p_holm"] >= SELECTION_ALPHA and checked[0.1].cv_scores == plain[0.1].cv_scores
     assert not checked[0.1].predict(columns).any()  # the jitter decides, as for the random policy
-    gaps = selection_gain(names, rules, columns, gains, (0.1, 0.2))
-    assert gaps.shape == (10, 2) and checked[0.2].selection_gain[0] == pytest.approx(gaps[:, 1].mean())
+    per_user = selection_gain(names, rules, columns, gains, (0.1, 0.2))
+    assert per_user.shape == (300, 2)  # one value per held-out user and budget
+    assert checked[0.2].selection_gain["mean"] == pytest.approx(per_user[:, 1].mean())
+    assert checked[0.2].selection_gain["standard_error"] == pytest.approx(per_user[:, 1].std(ddof=1) / np.sqrt(300))
 
 
 def test_the_nested_check_keeps_a_selection_that_finds_the_gain():
@@ -298,17 +301,18 @@ def test_the_nested_check_keeps_a_selection_that_finds_the_gain():
     columns = {"x0": features[:, 0], "rank_displacement": features[:, 1]}
     gains = np.maximum(features[:, 0], 0) + 0.05 * rng.normal(size=400)
     policy = fit_per_budget(tuple(columns), ("consistency",), columns, gains, (0.1,))[0.1]
-    mean, error = policy.selection_gain
-    assert policy.choice[0] == "ridge" and mean > 0.05 and mean > 10 * error
+    check = policy.selection_gain
+    assert policy.choice[0] == "ridge" and check["mean"] > 0.05 and check["mean"] > 5 * check["standard_error"]
+    assert check["p_holm"] < 1e-6
     # noise only: fewer departures from random than the selection alone makes, each with a check
-    # more than one standard error above random
+    # whose Holm-corrected p is below the level
     departures = {"plain": 0, "checked": 0}
     for seed in range(6):
         columns, gains = sparse_noise_labels(seed)
         for key, nested in (("plain", False), ("checked", True)):
             for fitted in fit_per_budget(tuple(columns), ("consistency",), columns, gains, (0.1, 0.2), nested).values():
                 departures[key] += fitted.choice[0] != "random"
-                assert not nested or fitted.choice[0] == "random" or fitted.selection_gain[0] > fitted.selection_gain[1]
+                assert not nested or fitted.choice[0] == "random" or fitted.selection_gain["p_holm"] < SELECTION_ALPHA
     assert departures["checked"] < departures["plain"]
 
 

@@ -118,8 +118,11 @@ class Collaboration:
         self.fit_size = sum(len(phase.gain) for phase in fitting)
         self._fitting = ({name: np.concatenate([phase.columns[name] for phase in fitting]) for name in names},
                          np.concatenate([phase.gain for phase in fitting]))
+        # each fitting row's user: a validation user's fresh-window rows stay in that user's folds
+        self._fitting_users = np.concatenate([np.asarray(phase.lists.users) for phase in fitting])
         budgets = sorted({*config["request_curve_ratios"], config["request_ratio"]} - {0, 1})
-        self.learned_by_budget = fit_per_budget(names, self.rules, *self._fitting, budgets)  # {rho: policy}
+        self.learned_by_budget = fit_per_budget(names, self.rules, *self._fitting, budgets,
+                                                groups=self._fitting_users)  # {rho: policy}
 
     def requests(self, policy, ratio, seed):
         """``{phase: mask}`` of requesting users for ``policy`` at ``ratio``."""
@@ -142,7 +145,8 @@ class Collaboration:
         """The learned policy chosen for a budget ``ratio`` (a device runs at one budget); fit on
         first use for a budget outside the configured ones."""
         if ratio not in self.learned_by_budget:
-            self.learned_by_budget.update(fit_per_budget(self.feature_names, self.rules, *self._fitting, (ratio,)))
+            self.learned_by_budget.update(fit_per_budget(self.feature_names, self.rules, *self._fitting, (ratio,),
+                                                         groups=self._fitting_users))
         return self.learned_by_budget[ratio]
 
     def threshold(self, policy, ratio, seed):
@@ -189,5 +193,6 @@ class Collaboration:
                 "learned_policy_cv": {rho: {key: round(value, 6) for key, value in policy.cv_scores.items()}
                                       for rho, policy in by_budget.items()},
                 "learned_policy_selection_gain": {rho: None if policy.selection_gain is None else
-                                                  [round(value, 6) for value in policy.selection_gain]
+                                                  {key: float(f"{value:.4g}") if key == "p_holm" else round(value, 6)
+                                                   for key, value in policy.selection_gain.items()}
                                                   for rho, policy in by_budget.items()}}
