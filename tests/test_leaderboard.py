@@ -46,7 +46,9 @@ def test_aggregate_means_stds_ranks_and_dedupes_cloud_rows():
     rows = aggregate(runs, "ndcg@10")
     by = {(row["method"], row["backbone"]): row for row in rows}
     sas = by[("LSC4Rec", "SASRec")]
-    assert sas["test"]["ndcg@10"] == pytest.approx(0.14) and sas["test_std"]["ndcg@10"] == pytest.approx(0.01)
+    # seeds 0.13 and 0.15: sample std (ddof = 1) 0.02 / sqrt(2) = 0.014142 (the population std would be 0.01)
+    assert sas["test"]["ndcg@10"] == pytest.approx(0.14)
+    assert sas["test_std"]["ndcg@10"] == pytest.approx(0.014142)
     assert sas["seeds"] == [1, 2]
     # cloud rows once per dataset, not once per backbone
     assert sorted(key for key in by if key[0].startswith("LLMRec")) == [("LLMRec (fresh)", "-"), ("LLMRec (stale)", "-")]
@@ -91,6 +93,48 @@ def test_plots_are_written_from_fixed_results(tmp_path):
     curves = plots.mean_curve([run["results"] for run in runs])
     rhos, tests = curves["learned"]
     assert rhos == [0.0, 0.1, 0.5, 1.0] and len(tests[0]) == 2
+
+
+def _oracle_below_rho(payloads):
+    """The oracle at rho 0.5 requested only 30% of the users (seeds: 0.25 and 0.35)."""
+    for payload, realized in zip(payloads, (0.25, 0.35)):
+        for point in payload["request_curve"]:
+            if point["policy"] == "oracle" and point["rho"] == 0.5:
+                point["realized"] = realized
+    return payloads
+
+
+def test_curve_points_are_drawn_at_the_realised_ratio(tmp_path):
+    payloads = _oracle_below_rho([run["results"] for run in runs_for("SASRec", {1: 0.0, 2: 0.01})])
+    points = plots.curve_points(payloads, "ndcg@10")
+    oracle = points["oracle"]
+    assert oracle["rho"] == [0.0, 0.1, 0.5, 1.0] and oracle["realized"] == pytest.approx([0.0, 0.1, 0.3, 1.0])
+    assert points["learned"]["realized"] == pytest.approx([0.0, 0.1, 0.5, 1.0])
+    # ndcg@10 at rho 0.5 for the two seeds: 0.125 and 0.135 -> mean 0.13, sample std 0.01 / sqrt(2)
+    learned = points["learned"]
+    assert learned["mean"][2] == pytest.approx(0.13) and learned["std"][2] == pytest.approx(0.0070711, abs=1e-7)
+    assert learned["seeds"] == [2, 2, 2, 2]
+    ax = plots.request_curve_plot(payloads, "ndcg@10", "test", str(tmp_path / "curve.png"))
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    x, y = lines["oracle (ceiling)"].get_data()
+    assert list(x) == pytest.approx([0.0, 0.1, 0.3, 1.0]) and y[2] == pytest.approx(0.15)
+    assert list(lines["learned"].get_data()[0]) == pytest.approx([0.0, 0.1, 0.5, 1.0])
+    assert "realised request ratio" in ax.get_xlabel() and "sample std over 2 seeds" in ax.get_ylabel()
+
+
+def test_curve_points_without_realized_fall_back_to_rho():
+    payloads = [run["results"] for run in runs_for("SASRec", {1: 0.0})]
+    for point in payloads[0]["request_curve"]:
+        del point["realized"]  # a results.json from before the realised ratio was stored
+    points = plots.curve_points(payloads, "ndcg@10")
+    assert points["oracle"]["realized"] == [0.0, 0.1, 0.5, 1.0] and points["oracle"]["std"] == [0.0] * 4
+
+
+def test_markdown_headers_name_the_sample_std():
+    rows = aggregate(runs_for("SASRec", {1: 0.0, 2: 0.02}), "ndcg@10")
+    text = markdown(rows, ["ndcg@10"], {})
+    assert "| ndcg@10 (mean ± sample std over 2 seeds) |" in text
+    assert "0.1400 ± 0.0141" in text and "sample standard deviation (ddof = 1)" in text
 
 
 TINY = ["--llm_hidden_size=16", "--llm_layers=1", "--llm_heads=2", "--llm_max_len=8", "--llm_epochs=1",

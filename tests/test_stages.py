@@ -260,9 +260,9 @@ def _run(value, curve_value, per_user):
 def test_seed_aggregation_by_hand():
     runs = [_run(0.1, 0.2, [0.0, 1.0, 0.5]), _run(0.3, 0.4, [1.0, 0.0, 0.5])]
     row = aggregate_rows(runs)[0]
-    assert row["test"] == {"ndcg@10": 0.2} and row["test_std"] == {"ndcg@10": 0.1} and row["realized"] == 0.2
+    assert row["test"] == {"ndcg@10": 0.2} and row["test_std"] == {"ndcg@10": 0.141421} and row["realized"] == 0.2
     point = aggregate_curve(runs)[0]
-    assert point["test"] == {"ndcg@10": 0.3} and point["test_std"] == {"ndcg@10": 0.1}
+    assert point["test"] == {"ndcg@10": 0.3} and point["test_std"] == {"ndcg@10": 0.141421}
     assert point["device_catalogue"] == "full" and point["policy"] == "random"
     assert aggregate_rows(runs[:1]) is runs[0]["rows"]
     tests = policy_tests(runs, [0.0, 0.5, 1.0])  # only ratios strictly inside (0, 1)

@@ -28,9 +28,19 @@ def paired_test(ours, theirs):
     }
 
 
+def sample_std(values):
+    """Sample standard deviation (ddof = 1) of ``values``; 0.0 for a single value (not NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.std(values, ddof=1)) if values.size > 1 else 0.0
+
+
 def mean_std(dicts):
-    """Per-key mean and (population) std of a list of ``{name: number}`` dicts."""
+    """Per-key mean and sample standard deviation (ddof = 1) of a list of ``{name: number}`` dicts.
+
+    This is the spread over seeds reported everywhere as "± std": the sample std, which is
+    0.0 when there is a single dict (one seed). Both are rounded to 6 decimals.
+    """
     keys = dicts[0].keys()
     mean = {key: round(float(np.mean([d[key] for d in dicts])), 6) for key in keys}
-    std = {key: round(float(np.std([d[key] for d in dicts])), 6) for key in keys}
+    std = {key: round(sample_std([d[key] for d in dicts]), 6) for key in keys}
     return mean, std

@@ -1,4 +1,4 @@
-"""Runs over several seeds: means and stds of rows and curves, paired tests over users."""
+"""Runs over several seeds: means and sample stds (ddof = 1) of rows and curves, paired tests over users."""
 
 import copy
 
@@ -17,7 +17,7 @@ def with_seed(config, seed):
 
 
 def aggregate_rows(runs):
-    """Rows with mean and std over seeds of every metric (and the mean realised ratio)."""
+    """Rows with mean and sample std (ddof = 1) over seeds of every metric (and the mean realised ratio)."""
     if len(runs) == 1:
         return runs[0]["rows"]
     rows = []
@@ -32,7 +32,8 @@ def aggregate_rows(runs):
 
 
 def aggregate_curve(runs):
-    """Request-curve points with mean and std over seeds."""
+    """Request-curve points with mean and sample std (ddof = 1) over seeds of the test metrics, and the
+    mean realised request ratio over seeds (``realized``; below ``rho`` for the oracle)."""
     if len(runs) == 1:
         return runs[0]["curve"]
     points = []

@@ -1,4 +1,4 @@
-"""Leaderboard rows from finished runs: mean and std over seeds, ranks, paired tests.
+"""Leaderboard rows from finished runs: mean and sample std (ddof = 1) over seeds, ranks, paired tests.
 
 A row is one dataset x variant x method x SRM backbone (the variant is the sweep's yaml file
 that row ran with, e.g. its cloud backbone; empty without variants). The cloud-only rows
@@ -97,7 +97,9 @@ def markdown(rows, metrics, configs, costs=()):
     with_variant = any(row["variant"] for row in rows)
     for dataset in sorted({row["dataset"] for row in rows}):
         lines += [f"## {dataset}", ""]
-        head = ["rank", *(["variant"] if with_variant else []), "method", "backbone", "seeds", *metrics,
+        spread = f"mean ± sample std over {seed_count([len(r['seeds']) for r in rows if r['dataset'] == dataset])}"
+        head = ["rank", *(["variant"] if with_variant else []), "method", "backbone", "seeds",
+                *(f"{metric} ({spread})" for metric in metrics),
                 "p vs SRM", "p vs re-rank", "p vs LLM stale", "p vs LLM fresh", "config"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in (r for r in rows if r["dataset"] == dataset):
@@ -109,7 +111,8 @@ def markdown(rows, metrics, configs, costs=()):
             cells.append(" ".join(row["config_id"]))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["p: two-sided Wilcoxon signed-rank test over test users of LSC4Rec against the single model "
+    lines += ["Metrics: mean ± sample standard deviation (ddof = 1) over the row's seeds (0 with one seed). "
+              "p: two-sided Wilcoxon signed-rank test over test users of LSC4Rec against the single model "
               "(per-user metric averaged over seeds).", ""]
     if costs:
         lines += ["## costs", "", "| " + " | ".join(COST_COLUMNS) + " |", "|" + "---|" * len(COST_COLUMNS)]
@@ -170,7 +173,7 @@ def _cell(value):
 
 
 def csv_rows(rows, metrics):
-    """Flat rows for ``leaderboard.csv`` (means, stds, p-values, config id)."""
+    """Flat rows for ``leaderboard.csv`` (means, sample stds over seeds, p-values, config id)."""
     flat = []
     for row in rows:
         item = {key: row[key] for key in ("dataset", "variant", "rank", "method", "role", "backbone")}
@@ -183,6 +186,15 @@ def csv_rows(rows, metrics):
         item["config_id"] = " ".join(row["config_id"])
         flat.append(item)
     return flat
+
+
+def seed_count(counts):
+    """``"3 seeds"`` (``"1 seed"``, ``"2-3 seeds"`` when the counts differ) for table headers and legends."""
+    counts = list(counts)
+    if not counts:
+        return "seeds"
+    low, high = min(counts), max(counts)
+    return f"{low} seed{'s' if low != 1 else ''}" if low == high else f"{low}-{high} seeds"
 
 
 def _mean_std(row, metric):
