@@ -110,17 +110,17 @@ def test_retraining_replays_older_local_samples_beside_the_fresh_window(setting,
     config, data, srm, lists = setting
     protocol = data.protocol
     fresh, older = protocol.samples("retrain"), protocol.samples("llm_train")
-    rows = replay_rows(protocol, 1.5, seed=3)
+    rows = replay_rows(protocol, 1.5, seed=3, scope="fleet")
     assert len(rows) == round(1.5 * len(fresh)) and len(set(rows.tolist())) == len(rows)
     assert rows.min() >= 0 and rows.max() < len(older) and np.array_equal(rows, np.sort(rows))
-    assert np.array_equal(rows, replay_rows(protocol, 1.5, seed=3)) and not np.array_equal(rows, replay_rows(protocol, 1.5, seed=4))
-    assert len(replay_rows(protocol, 0.0, seed=3)) == 0 and len(replay_rows(protocol, 1e9, seed=3)) == len(older)
+    assert np.array_equal(rows, replay_rows(protocol, 1.5, seed=3, scope="fleet")) and not np.array_equal(rows, replay_rows(protocol, 1.5, seed=4, scope="fleet"))
+    assert len(replay_rows(protocol, 0.0, seed=3, scope="fleet")) == 0 and len(replay_rows(protocol, 1e9, seed=3, scope="fleet")) == len(older)
     assert np.array_equal(replay_rows(protocol, "all", seed=3), np.arange(len(older)))  # the whole local history
     seen = []
     monkeypatch.setattr(stages_module, "fine_tune", lambda srm_, stage, interaction, loss_of, *a, **k: seen.append(
         (interaction, loss_of)) or (srm_, {}))
     stages = FineTuningStages({**config.final_config_dict, "retrain_replay": 1.5, "seed": 3}, lists, protocol)
-    stages.retraining(srm, "candidates")
+    stages.retraining(srm, "candidates", "fleet")
     interaction, _ = seen[0]
     targets = np.r_[protocol.targets(fresh), protocol.targets(older)[rows]]
     assert torch.equal(interaction[srm.fields["item"]], torch.from_numpy(targets))  # fresh window first, then replay

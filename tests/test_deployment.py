@@ -25,6 +25,7 @@ from recbole_lsc.device.client import DeviceClient
 from recbole_lsc.device.http_cloud import HttpCloud
 from recbole_lsc.device.srm import DeviceSRM
 from recbole_lsc.experiment.lsc4rec import load_dataset
+from recbole_lsc.results import setting_key
 from recbole_lsc.utils import get_model
 from tests.conftest import write_tiny_ml100k
 
@@ -272,8 +273,11 @@ def test_a_concurrent_replay_over_http_equals_the_simulation(tiny_config, tmp_pa
 
     write_tiny_ml100k(str(tmp_path / "small"), n_users=30)
     args = tiny_job_args(tiny_config, tmp_path, str(tmp_path / "small"))
-    assert main(args) == 0
-    for setting in ("candidates", "full"):
+    assert main([*args, "--retrain_scope=['device', 'fleet']"]) == 0
+    # re-training with the item table is kept: each device carries its own weights; the fleet's one model
+    assert (tmp_path / "results" / "job" / "device" / "full" / "devices.safetensors").is_file()
+    assert not (tmp_path / "results" / "job" / "device" / "full-fleet" / "devices.safetensors").exists()
+    for setting in ("candidates", "full", "full-fleet"):
         bundle = tmp_path / "results" / "job" / "device" / setting
         replay_args = tiny_job_args(tiny_config, tmp_path, str(tmp_path / "small"), run_name=f"replay-{setting}")
         assert main(["replay", *replay_args, f"--replay_bundle={bundle}", "--replay_clients=4"]) == 0
@@ -281,7 +285,8 @@ def test_a_concurrent_replay_over_http_equals_the_simulation(tiny_config, tmp_pa
             report = json.load(handle)["replay"]
         with open(tmp_path / "results" / "job" / "results.json", encoding="utf-8") as handle:
             job = json.load(handle)
-        row = next(row for row in job["results"] if row["role"] == "lsc4rec" and row["device_catalogue"] == setting)
+        row = next(row for row in job["results"] if row["role"] == "lsc4rec"
+                   and setting_key(row["device_catalogue"], row["retrain_scope"]) == setting)
         assert report["identical_to_simulation"] and report["users_differing"] == 0 and report["failures"] == 0
         assert report["test"] == row["test"]  # the very row the simulation printed
         assert report["requests"]["ratio"] == row["realized"]
