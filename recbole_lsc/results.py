@@ -27,6 +27,18 @@ def setting_key(device_catalogue, retrain_scope="device"):
     return device_catalogue if retrain_scope in (None, "device") else f"{device_catalogue}-{retrain_scope}"
 
 
+def parse_setting(key):
+    """``(device_catalogue, retrain_scope)`` of a :func:`setting_key`."""
+    catalogue, _, scope = key.partition("-")
+    return catalogue, scope or "device"
+
+
+def point_setting(point):
+    """The setting key of a row or curve point (``device_catalogue`` and ``retrain_scope``); None without one."""
+    catalogue = point.get("device_catalogue")
+    return None if catalogue is None else setting_key(catalogue, point.get("retrain_scope"))
+
+
 def setting_label(device_catalogue, retrain_scope="device"):
     """How a row names its setting: ``candidates``, or ``candidates, fleet re-training``."""
     return device_catalogue if retrain_scope in (None, "device") else f"{device_catalogue}, {retrain_scope} re-training"
@@ -110,10 +122,10 @@ def markdown_table(rows, split="test", metrics=None):
 
 
 def curve_table(curve, metric):
-    """The request curves as markdown: one row per (device_catalogue, policy), one column per request ratio."""
+    """The request curves as markdown: one row per (setting, policy), one column per request ratio."""
     rhos = sorted({point["rho"] for point in curve})
-    lines = dict.fromkeys((point.get("device_catalogue"), point["policy"]) for point in curve)
-    by = {(point.get("device_catalogue"), point["policy"], point["rho"]): point for point in curve}
+    lines = dict.fromkeys((point_setting(point), point["policy"]) for point in curve)
+    by = {(point_setting(point), point["policy"], point["rho"]): point for point in curve}
     table = [f"| policy ({metric}; realised ratio) | " + " | ".join(f"rho {rho:g}" for rho in rhos) + " |",
              "|---|" + "---|" * len(rhos)]
     for mode, policy in lines:

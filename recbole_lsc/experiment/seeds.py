@@ -5,6 +5,7 @@ import copy
 import numpy as np
 
 from recbole_lsc.evaluation.stats import mean_std, paired_test
+from recbole_lsc.results import parse_setting
 
 SINGLE_MODELS = ("srm", "srm_rerank", "llm_stale", "llm_fresh")
 
@@ -16,8 +17,12 @@ def with_seed(config, seed):
     return seeded
 
 
+PER_SEED_KEYS = ("realized", "alpha_stale", "alpha_fresh")  # what each seed chose or realised, kept per seed
+
+
 def aggregate_rows(runs):
-    """Rows with mean and sample std (ddof = 1) over seeds of every metric (and the mean realised ratio)."""
+    """Rows with mean and sample std (ddof = 1) over seeds of every metric, the mean realised
+    ratio, and ``per_seed``: each seed's realised ratio and tuned alphas (not the first seed's)."""
     if len(runs) == 1:
         return runs[0]["rows"]
     rows = []
@@ -25,8 +30,13 @@ def aggregate_rows(runs):
         row = copy.deepcopy(first)
         for split in ("valid", "test"):
             row[split], row[f"{split}_std"] = mean_std([run["rows"][index][split] for run in runs])
+        per_seed = {key: [run["rows"][index][key] for run in runs] for key in PER_SEED_KEYS if key in row}
+        if per_seed:
+            row["per_seed"] = per_seed
         if "realized" in row:
-            row["realized"] = round(float(np.mean([run["rows"][index]["realized"] for run in runs])), 6)
+            row["realized"] = round(float(np.mean(per_seed["realized"])), 6)
+        for key in ("alpha_stale", "alpha_fresh"):
+            row.pop(key, None)  # a seed's choice is not the run's: see per_seed
         rows.append(row)
     return rows
 
@@ -40,8 +50,9 @@ def aggregate_curve(runs):
     for index, first in enumerate(runs[0]["curve"]):
         mean, std = mean_std([run["curve"][index]["test"] for run in runs])
         realized = float(np.mean([run["curve"][index]["realized"] for run in runs]))
-        points.append({"device_catalogue": first.get("device_catalogue"), "policy": first["policy"],
-                       "rho": first["rho"], "realized": round(realized, 6), "test": mean, "test_std": std})
+        points.append({"device_catalogue": first.get("device_catalogue"), "retrain_scope": first.get("retrain_scope"),
+                       "policy": first["policy"], "rho": first["rho"], "realized": round(realized, 6), "test": mean,
+                       "test_std": std, "realized_per_seed": [run["curve"][index]["realized"] for run in runs]})
     return points
 
 
@@ -70,6 +81,7 @@ def policy_tests(runs, ratios):
                 continue
             mean = {policy: np.mean([run["curve_per_user"][(mode, policy, ratio)] for run in runs], axis=0)
                     for policy in ("learned", *others)}
-            tests += [{"device_catalogue": mode, "rho": ratio, "policy": "learned", "versus": other,
-                       **paired_test(mean["learned"], mean[other])} for other in others]
+            catalogue, scope = parse_setting(mode)
+            tests += [{"device_catalogue": catalogue, "retrain_scope": scope, "rho": ratio, "policy": "learned",
+                       "versus": other, **paired_test(mean["learned"], mean[other])} for other in others]
     return tests

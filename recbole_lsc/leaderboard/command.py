@@ -24,7 +24,7 @@ from recbole_lsc.leaderboard.sweep import plan, run_jobs
 from recbole_lsc.leaderboard.table import aggregate, cost_rows, csv_rows, markdown
 from recbole_lsc.arguments import config_overrides
 from recbole_lsc.files import write_json_atomic, write_text_atomic
-from recbole_lsc.results import package_versions
+from recbole_lsc.results import package_versions, point_setting
 
 
 def parse_args(argv):
@@ -90,8 +90,8 @@ def write_leaderboard(out, runs, configs, metric, metrics, complete):
 
 
 def write_curves(out, payloads, metric, dataset, variant, srm):
-    """One request-curve plot per ``device_catalogue`` setting of these runs."""
-    modes = dict.fromkeys(point.get("device_catalogue") for payload in payloads for point in payload["request_curve"])
+    """One request-curve plot per setting (``device_catalogue``, ``retrain_scope``) of these runs."""
+    modes = dict.fromkeys(point_setting(point) for payload in payloads for point in payload["request_curve"])
     prefix = f"{dataset}_{variant}_{srm}" if variant else f"{dataset}_{srm}"
     for mode in modes:
         suffix = f"_{mode}" if mode else ""

@@ -9,6 +9,7 @@ import numpy as np  # noqa: E402
 from recbole_lsc.evaluation.stats import sample_std  # noqa: E402
 from recbole_lsc.files import write_atomic  # noqa: E402
 from recbole_lsc.leaderboard.table import seed_count  # noqa: E402
+from recbole_lsc.results import point_setting  # noqa: E402
 
 POLICY_STYLE = {
     "learned": {"color": "tab:red", "marker": "o"},
@@ -32,7 +33,7 @@ def _curve_groups(payloads, device_catalogue):
     points = {}
     for payload in payloads:
         for point in payload["request_curve"]:
-            if device_catalogue in (None, point.get("device_catalogue")):
+            if device_catalogue in (None, point_setting(point)):
                 points.setdefault((point["policy"], point["rho"]), []).append(point)
     return dict(sorted(points.items()))
 

@@ -12,6 +12,7 @@ per-user metric averaged over seeds) against every single model of its variant a
 import numpy as np
 
 from recbole_lsc.evaluation.stats import mean_std, paired_test
+from recbole_lsc.results import point_setting
 
 CLOUD_ROLES = ("llm_stale", "llm_fresh")
 SINGLE_ROLES = ("srm", "srm_rerank", "llm_stale", "llm_fresh")
@@ -34,7 +35,8 @@ def aggregate(runs, metric):
             backbone = "-" if row["role"] in CLOUD_ROLES else run["srm"]
             key = (run["dataset"], variant, method_name(row), backbone)
             group = groups.setdefault(key, {"role": row["role"], "device_catalogue": row.get("device_catalogue"),
-                                            "seeds": {}, "config_ids": set(), "runs": []})
+                                            "retrain_scope": row.get("retrain_scope"), "seeds": {},
+                                            "config_ids": set(), "runs": []})
             if run["seed"] in group["seeds"]:  # a cloud row seen through another backbone
                 continue
             group["seeds"][run["seed"]] = row["test"]
@@ -50,7 +52,7 @@ def aggregate(runs, metric):
         mean, std = mean_std([group["seeds"][seed] for seed in seeds])
         rows.append({
             "dataset": dataset, "variant": variant, "method": method, "role": group["role"], "backbone": backbone,
-            "device_catalogue": group["device_catalogue"],
+            "device_catalogue": group["device_catalogue"], "retrain_scope": group["retrain_scope"],
             "seeds": seeds, "test": mean, "test_std": std,
             "config_id": sorted(group["config_ids"]), "runs": group["runs"],
         })
@@ -65,7 +67,7 @@ def _attach_paired_tests(rows, per_user):
         if row["role"] != "lsc4rec" or key not in per_user:
             continue
         seeds = per_user[key]
-        ours = f"lsc4rec/{row['device_catalogue']}"
+        ours = f"lsc4rec/{point_setting(row)}"
         if any(role not in s for s in seeds for role in (ours, *SINGLE_ROLES)):
             continue  # a run from before these rows were stored: no test rather than a partial one
         sizes = {len(s[role]) for s in seeds for role in (ours, *SINGLE_ROLES)}
