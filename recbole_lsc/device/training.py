@@ -84,15 +84,18 @@ def one_sided_paired_p(after, before):
 def stage_decision(before, after, must_beat_start, selection):
     """Keep a stage whose best epoch scored ``after`` per validation user, against ``before``?
 
-    Returns ``(kept, p, rule)``: ``always`` keeps it; without a fair bar (``must_beat_start``
-    False) the best epoch is kept; otherwise it must beat the start in a one-sided paired test
-    over validation users at :data:`STAGE_ALPHA` (and on average).
+    Returns ``(kept, p, rule)``, ``p`` the one-sided paired p that the stage gains: ``always``
+    keeps it; with a fair bar (``must_beat_start``) it must beat the start in that test at
+    :data:`STAGE_ALPHA` (and on average). Without one, the start's score is biased upwards, so
+    the stage need not beat it, but it is undone when it is worse beyond doubt: the one-sided
+    paired test that it loses is below :data:`STAGE_ALPHA`.
     """
     p = one_sided_paired_p(after, before)
     if selection == "always":
         return True, p, "always"
     if not must_beat_start:
-        return True, p, "best epoch (biased bar)"
+        loses = one_sided_paired_p(before, after)
+        return bool(loses >= STAGE_ALPHA), p, f"biased bar: undone if it loses at {STAGE_ALPHA} (p {loses:.3g})"
     return bool(np.mean(after) > np.mean(before) and p < STAGE_ALPHA), p, f"paired test at {STAGE_ALPHA}"
 
 
