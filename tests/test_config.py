@@ -218,3 +218,23 @@ def test_eval_step_zero_means_no_validation_as_in_recbole(tiny_config):
     assert make(tiny_config, cmd_args=["--eval_step=0"])["eval_step"] == 0
     with pytest.raises(ConfigError, match="eval_step"):
         make(tiny_config, cmd_args=["--eval_step=-1"])
+
+
+@pytest.mark.parametrize("override, message", [
+    (["--retrain_scope=cloud"], "'retrain_scope' must be one or more of device, fleet"),
+    (["--retrain_scope=['device', 'device']"], "'retrain_scope' must be one or more of device, fleet"),
+    (["--stage_selection=sometimes"], "'stage_selection' must be one of validated, always"),
+    (["--coop_learning_rate=fast"], "'coop_learning_rate' must be a number"),
+    (["--retrain_learning_rate=0"], "'retrain_learning_rate' must be a number in"),
+])
+def test_bad_retraining_keys_are_refused_before_any_data_is_read(tiny_config, override, message):
+    with pytest.raises(ConfigError) as info:
+        make(tiny_config, model="LSC4Rec", cmd_args=override)
+    assert message in str(info.value)
+
+
+def test_retrain_scope_takes_one_setting_or_a_list(tiny_config):
+    assert make(tiny_config, model="LSC4Rec", cmd_args=["--retrain_scope=fleet"])["retrain_scope"] == ["fleet"]
+    both = make(tiny_config, model="LSC4Rec", cmd_args=["--retrain_scope=['fleet', 'device']"])
+    assert both["retrain_scope"] == ["fleet", "device"]
+    assert make(tiny_config, model="LSC4Rec")["retrain_scope"] == ["device"]  # the paper's deployment
