@@ -102,8 +102,8 @@ def test_each_ablation_switch_removes_its_stage(small_config, switch, stage):
     names = [row["name"] for row in out["rows"] if row["role"] == "ablation"]
     if switch == "coop_train":
         # the training samples' lists are then needed only by re-training's replay (candidates setting)
-        assert "llm_train/stale" in out["cost"]["cloud_calls"]["llm_candidate_passes"]
-        assert "llm_train/stale" not in run(small_config, coop_train=False, retrain_replay=0.0)["cost"]["cloud_calls"][
+        assert "llm_train/stale" not in out["cost"]["cloud_calls"]["llm_candidate_passes"]  # replay 0: none
+        assert "llm_train/stale" in run(small_config, coop_train=False, retrain_replay="all")["cost"]["cloud_calls"][
             "llm_candidate_passes"]
         assert names == ["LSC4Rec (candidates) w/o re-training", "LSC4Rec (full) w/o re-training"]
     else:
