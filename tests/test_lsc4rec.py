@@ -207,3 +207,21 @@ def test_users_whose_stale_history_is_empty(small_config, srm):
     out = run(small_config, srm=srm, coop_epochs=1, request_curve_ratios=[0.0, 0.1, 1.0])
     lsc_rows = [row for row in out["rows"] if row["role"] == "lsc4rec"]
     assert len(lsc_rows) == 2 and all(0 <= row["test"]["ndcg@10"] <= 1 for row in lsc_rows)
+
+
+def test_results_json_is_written_after_the_device_bundles(small_config, monkeypatch):
+    """A sweep takes an existing results.json for a finished job: nothing may be written after it."""
+    import os
+
+    from recbole_lsc.device.bundle import DeviceBundle
+
+    original, seen = DeviceBundle.save_pretrained, []
+
+    def save(bundle, folder, srm):
+        seen.append(os.path.exists(os.path.join(os.path.dirname(os.path.dirname(folder)), "results.json")))
+        return original(bundle, folder, srm)
+
+    monkeypatch.setattr(DeviceBundle, "save_pretrained", save)
+    out = run(small_config, coop_train=False, request_curve_ratios=[0.0, 1.0])
+    assert seen == [False, False] and os.path.isfile(out["path"])
+    assert os.path.isdir(os.path.join(os.path.dirname(out["path"]), "device", "full"))
