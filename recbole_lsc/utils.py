@@ -1,6 +1,5 @@
 """Find model and trainer classes by name: the plugin's own first, then RecBole's."""
 
-import hashlib
 import importlib
 
 import recbole.model.sequential_recommender as recbole_sequential
@@ -41,13 +40,3 @@ def get_trainer(model_type, model_name):
     """
     return safe_trainer_class(recbole_get_trainer(model_type, model_name))
 
-
-def derived_seed(seed, *names):
-    """A seed of its own for one model, stage or device: a hash of the run's ``seed`` and
-    ``names`` (strings or ints), the same on every machine and whatever else ran before.
-
-    Each consumer of randomness seeds a generator of its own with it, so a row never depends
-    on which models or stages were built earlier in the process.
-    """
-    text = "/".join(str(name) for name in (seed, *names))
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") >> 1

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from recbole_lsc.device.training import stage_decision
-from recbole_lsc.utils import derived_seed
+from recbole_lsc.device.training import stage_decision, train_epoch
+from recbole_lsc.random_streams import derived_seed, random_stream
 
 RETRAIN_SCOPES = ("device", "fleet")
 
@@ -107,18 +107,10 @@ def train_one_device(work, start_vector, batch, index, loss_of, epochs, config, 
     is called after each epoch. The caller's random state is left as it was."""
     vector_to_parameters(start_vector.clone(), work.parameters())
     optimizer = torch.optim.Adam(work.parameters(), lr=config["retrain_learning_rate"])
-    generator = torch.Generator().manual_seed(seed)
-    size, device = config["train_batch_size"], config["device"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    device_loss = lambda srm, rows, local: loss_of(srm, rows, index[local])  # noqa: E731  (the stage's row ids)
+    with random_stream(seed) as generator:
         for epoch in range(epochs):
-            work.train()
-            order = torch.randperm(len(index), generator=generator)
-            for begin in range(0, len(order), size):
-                chunk = order[begin : begin + size]
-                optimizer.zero_grad()
-                loss_of(work, batch[chunk].to(device), index[chunk]).backward()
-                optimizer.step()
+            train_epoch(work, optimizer, batch, device_loss, torch.randperm(len(index), generator=generator), config)
             if after_epoch is not None:
                 after_epoch(epoch, work)
     return parameters_to_vector(work.parameters()).detach().clone()
@@ -128,29 +120,28 @@ class DeviceRetraining:
     """Re-training, one copy per device (see the module docstring).
 
     Args:
-        samples: the stage's samples of every device (an Interaction with the user field).
+        samples: the stage's samples of every device (an Interaction).
+        users: the user id of each sample (its device).
         loss_of: ``loss_of(srm, batch, index)``, the loss the device computes.
         validate: per-user validation values ``validate(srm, rows=None)`` over ``valid_users``.
         valid_users: user id of each validation row.
     """
 
-    def __init__(self, samples, loss_of, validate, valid_users, config, seed):
+    def __init__(self, samples, users, loss_of, validate, valid_users, config, seed):
         self.samples, self.loss_of, self.validate, self.config, self.seed = samples, loss_of, validate, config, seed
+        self.devices = rows_by_user(users)  # user -> its rows of ``samples``
         self.valid_row = {int(user): row for row, user in enumerate(valid_users)}
-        self.devices = {}  # user -> its rows of ``samples``, set from the start SRM's user field
 
-    def _train(self, work, start_vector, user, epochs, after_epoch=None):
+    def _train(self, start, user, epochs, after_epoch=None):
+        """``start`` is ``(working copy, flat start parameters)``."""
         rows = self.devices[user]
-        return train_one_device(work, start_vector, self.samples[rows], rows, self.loss_of, epochs, self.config,
+        return train_one_device(*start, self.samples[rows], rows, self.loss_of, epochs, self.config,
                                 derived_seed(self.seed, user), after_epoch)
 
-    def validation_curves(self, start):
-        """``(start values [U], values after each epoch [epochs, U])`` over the validation users."""
-        if len(self.samples):
-            self.devices = rows_by_user(self.samples[start.fields["user"]].cpu().numpy())
-        start_values = self.validate(start)
+    def validation_curves(self, start, start_values):
+        """Validation values after each epoch ``[epochs, U]``, devices that do not train keeping
+        ``start_values``."""
         curves = np.tile(start_values, (self.config["retrain_epochs"], 1))
-        work, start_vector = copy.deepcopy(start), parameters_to_vector(start.parameters()).detach()
         for user in self.devices:
             row = self.valid_row.get(user)
 
@@ -158,13 +149,15 @@ class DeviceRetraining:
                 if row is not None:
                     curves[epoch, row] = self.validate(model, torch.tensor([row]))[0]
 
-            self._train(work, start_vector, user, self.config["retrain_epochs"], record)
-        return start_values, curves
+            self._train(start, user, self.config["retrain_epochs"], record)
+        return curves
 
     def __call__(self, start, stage, must_beat_start):
         """``(PerDeviceSRM or start when undone, log)``."""
         began, logger = time.time(), logging.getLogger()
-        start_values, curves = self.validation_curves(start)
+        working = (copy.deepcopy(start), parameters_to_vector(start.parameters()).detach())
+        start_values = self.validate(start)
+        curves = self.validation_curves(working, start_values)
         means = curves.mean(1)
         for epoch, mean in enumerate(means):
             logger.info(f"{stage} epoch {epoch}: valid mean over devices {self.config['valid_metric']} {mean:.4f}")
@@ -180,7 +173,6 @@ class DeviceRetraining:
         if not kept:
             log["seconds"] = round(time.time() - began, 1)
             return start, log
-        work, start_vector = copy.deepcopy(start), parameters_to_vector(start.parameters()).detach()
-        vectors = {user: self._train(work, start_vector, user, best + 1) for user in self.devices}
+        vectors = {user: self._train(working, user, best + 1) for user in self.devices}
         log["seconds"] = round(time.time() - began, 1)
         return PerDeviceSRM(start, vectors), log

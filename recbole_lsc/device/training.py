@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from recbole_lsc.evaluation.metrics import metric_values
 from recbole_lsc.evaluation.ranks import catalogue_ranks, list_ranks
+from recbole_lsc.random_streams import random_stream
 
 STAGE_ALPHA = 0.05  # level of the paired test that keeps a stage (``stage_selection: validated``)
 STAGE_SELECTIONS = ("validated", "always")
@@ -99,10 +100,14 @@ def stage_decision(before, after, must_beat_start, selection):
     return bool(np.mean(after) > np.mean(before) and p < STAGE_ALPHA), p, f"paired test at {STAGE_ALPHA}"
 
 
-def _train_epoch(srm, optimizer, interaction, loss_of, order, config, desc):
+def train_epoch(srm, optimizer, interaction, loss_of, order, config, desc=None):
+    """One epoch over ``interaction`` in ``order``, ``train_batch_size`` samples a step;
+    ``loss_of(srm, batch, index)`` gets the rows ``index`` of ``interaction``. A progress bar
+    only with a ``desc`` (and ``show_progress``)."""
     srm.train()
     size = config["train_batch_size"]
-    for start in tqdm(range(0, len(order), size), desc=desc, disable=not config["show_progress"], leave=False):
+    batches = range(0, len(order), size)
+    for start in tqdm(batches, desc=desc, disable=desc is None or not config["show_progress"], leave=False):
         index = order[start : start + size]
         optimizer.zero_grad()
         loss = loss_of(srm, interaction[index].to(config["device"]), index)
@@ -125,13 +130,11 @@ def fine_tune(srm, stage, interaction, loss_of, validate, epochs, learning_rate,
     start_values = validate(srm)
     best_score, best_values, best_state, best_epoch = -float("inf"), start_values, None, -1
     optimizer = torch.optim.Adam(tuned.parameters(), lr=learning_rate)
-    generator = torch.Generator().manual_seed(seed)
     started, what = time.time(), getattr(validate, "name", "score")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with random_stream(seed) as generator:
         for epoch in range(epochs):
             order = torch.randperm(len(interaction), generator=generator)
-            _train_epoch(tuned, optimizer, interaction, loss_of, order, config, f"{stage} epoch {epoch}")
+            train_epoch(tuned, optimizer, interaction, loss_of, order, config, f"{stage} epoch {epoch}")
             values = validate(tuned)
             score = float(values.mean())
             logger.info(f"{stage} epoch {epoch}: valid {what} {config['valid_metric']} {score:.4f}")

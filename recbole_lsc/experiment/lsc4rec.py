@@ -180,10 +180,10 @@ def run_one_seed(config, saved):
 
     rerank_srm = states.final[RERANK_SETTING]
     rows, per_user = single_model_rows(config, reference, rerank_srm, llm_trainer, lists)
-    modes = {setting_key(*setting): setting_results(config, states, lists, data.protocol, setting)
-             for setting in settings_of(config)}
-    bundles = {}
-    for (key, result), setting in zip(modes.items(), settings_of(config)):
+    modes, bundles = {}, {}
+    for setting in settings_of(config):
+        key = setting_key(*setting)
+        result = modes[key] = setting_results(config, states, lists, data.protocol, setting)
         rows += result["rows"]
         per_user[f"lsc4rec/{key}"] = result["per_user"]
         bundle = device_bundle(config, result.pop("collaboration"), result["per_user"], data.protocol, data.dataset,

@@ -35,7 +35,8 @@ from recbole_lsc.device.per_device import DeviceRetraining, rows_by_user
 from recbole_lsc.device.srm import DeviceSRM
 from recbole_lsc.experiment.srm import fit_recbole
 from recbole_lsc.protocol import Samples
-from recbole_lsc.utils import derived_seed, get_model
+from recbole_lsc.random_streams import derived_seed
+from recbole_lsc.utils import get_model
 
 
 @dataclass
@@ -128,7 +129,7 @@ def replay_rows(protocol, ratio, seed, scope="device"):
 class FineTuningStages:
     """Stages 2 and 3, each fine-tuning the SRM it is given; validated on the stale valid lists, or
     (re-training with the item table) on the SRM's full ranking of the valid targets. Each stage
-    draws from generators of its own (:func:`~recbole_lsc.utils.derived_seed` of its name)."""
+    draws from generators of its own (:func:`~recbole_lsc.random_streams.derived_seed` of its name)."""
 
     def __init__(self, config, lists, protocol):
         self.config, self.lists, self.protocol = config, lists, protocol
@@ -204,7 +205,8 @@ class FineTuningStages:
         validate = self._validation(srm, device_catalogue)
         seed = derived_seed(self.config["seed"], "retrain", device_catalogue, scope)
         if scope == "device":
-            run = DeviceRetraining(interaction, loss, validate, self.protocol.samples("valid").user, self.config, seed)
+            run = DeviceRetraining(interaction, interaction[srm.fields["user"]].numpy(), loss, validate,
+                                   self.protocol.samples("valid").user, self.config, seed)
             return run(srm, stage, must_beat_start=validate.fair_bar)
         return fine_tune(srm, stage, interaction, loss, validate, epochs, self.config["retrain_learning_rate"],
                          self.config, seed, self.tensorboard, must_beat_start=validate.fair_bar)
