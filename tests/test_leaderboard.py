@@ -220,7 +220,8 @@ def test_variants_are_swept_labelled_and_compared_in_one_board(tmp_path):
     for run in other:
         run["variant"] = "big"
         run["results"]["results"][3]["test"]["ndcg@10"] = 0.2  # a stronger cloud: LLM fresh 0.2
-        run["results"]["runs"] = [{"stages": {"llm": {"seconds": 30.0, "epochs_trained": 3}}}]
+        run["results"]["runs"] = [{"stages": {"llm": {"seconds": 30.0, "epochs_trained": 3, "best_epoch": 1},
+                                              "srm": {"epochs_trained": 9, "best_epoch": 4}}}]
         run["results"]["cost"] = {"llm_parameters": 1000, "cloud_seconds_per_user": 0.5}
     rows = aggregate(runs + other, "ndcg@10")
     by = {(row["variant"], row["method"], row["backbone"]): row for row in rows}
@@ -231,8 +232,10 @@ def test_variants_are_swept_labelled_and_compared_in_one_board(tmp_path):
     costs = {row["variant"]: row for row in cost_rows(runs + other)}
     assert costs["big"]["llm_seconds_per_epoch"] == pytest.approx(10.0) and costs["big"]["llm_parameters"] == 1000
     assert costs["-"]["llm_epochs"] is None  # no stage logs: unknown, not zero
+    assert costs["big"]["llm_epochs_per_seed"] == "3 (best 1), 3 (best 1)"  # every seed's, not a mean
+    assert costs["big"]["srm_epochs_per_seed"] == "9 (best 4), 9 (best 4)" and costs["-"]["srm_epochs_per_seed"] is None
     text = markdown(rows, ["ndcg@10"], {}, cost_rows(runs + other))
-    assert "| rank | variant | method |" in text and "## costs" in text and "| d | big | SASRec | 2 | 1000 |" in text
+    assert "| rank | variant | method |" in text and "## costs" in text and "| d | big | SASRec | 2 | 1000 | - | 3 (best 1), 3 (best 1) |" in text
 
 
 def test_variant_files_name_the_run_folders_and_bad_ones_are_one_line(tmp_path, capsys):

@@ -43,3 +43,15 @@ def test_every_row_is_the_same_whatever_settings_ran_beside_it(small_config):
         assert set(subset) < set(everything) or len(subset) == len(everything)
         for name, row in subset.items():
             assert row == everything[name], name
+
+
+def test_every_trained_model_states_its_epochs_and_best_epoch(small_config):
+    quick = {**TINY, "epochs": 3, "coop_train": False, "retrain": False, "device_catalogue": "candidates",
+             "request_curve_ratios": [0.0, 1.0]}
+    out = run_recbole_lsc("LSC4Rec", "mltiny", config_dict={**small_config, **quick})
+    stages = out["runs"][0]["stages"]
+    for model in ("llm", "srm", "device_srm"):
+        assert stages[model]["epochs_trained"] >= 1 and 0 <= stages[model]["best_epoch"] < stages[model]["epochs_trained"]
+    assert stages["srm"]["epochs_trained"] == 3  # no early stop within 3 epochs
+    plain = run_recbole_lsc("SASRec", "mltiny", config_dict={**small_config, "epochs": 3})["rows"][0]
+    assert plain["epochs_trained"] == 3 and plain["best_epoch"] == stages["srm"]["best_epoch"]

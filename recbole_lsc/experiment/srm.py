@@ -24,6 +24,16 @@ def fit_recbole(config, model, train_data, valid_data, saved=True):
     return trainer, best_valid
 
 
+def epochs_of(trainer):
+    """``{"epochs_trained", "best_epoch"}`` of a fitted RecBole trainer, as RecBole's own
+    early-stopping message counts them (the best epoch: the last minus the evaluations since it)."""
+    epochs = sorted(trainer.train_loss_dict)
+    if not epochs:
+        return {"epochs_trained": 0, "best_epoch": None}
+    best = epochs[-1] - trainer.cur_step * trainer.eval_step if trainer.eval_step else epochs[-1]
+    return {"epochs_trained": len(epochs), "best_epoch": int(best)}
+
+
 def run_srm(config, saved=True):
     """The baseline pipeline, step for step as ``recbole.quick_start.run_recbole``: one ``srm`` row."""
     dataset = create_dataset(config)
@@ -34,4 +44,4 @@ def run_srm(config, saved=True):
     logging.getLogger().info(model)
     trainer, best_valid = fit_recbole(config, model, train_data, valid_data, saved=saved)
     test = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
-    return [result_row(config["model"], "srm", best_valid, test)], {}
+    return [result_row(config["model"], "srm", best_valid, test, **epochs_of(trainer))], {}

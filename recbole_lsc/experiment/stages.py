@@ -33,7 +33,7 @@ from recbole_lsc.device.training import (
 from recbole_lsc.device.held import HeldItems
 from recbole_lsc.device.per_device import DeviceRetraining, rows_by_user
 from recbole_lsc.device.srm import DeviceSRM
-from recbole_lsc.experiment.srm import fit_recbole
+from recbole_lsc.experiment.srm import epochs_of, fit_recbole
 from recbole_lsc.protocol import Samples
 from recbole_lsc.random_streams import derived_seed
 from recbole_lsc.utils import get_model
@@ -84,8 +84,8 @@ def train_srm(config, data, train_data, saved):
     is drawn, as ``run_recbole`` does; returns ``(srm, the stage's log)``."""
     srm = fresh_srm(config, data)
     start = time.time()
-    fit_recbole(data.srm_config, srm.model, train_data, data.valid_data, saved=saved)
-    return srm, {"seconds": round(time.time() - start, 1), "samples": len(train_data._dataset)}
+    trainer, _ = fit_recbole(data.srm_config, srm.model, train_data, data.valid_data, saved=saved)
+    return srm, {"seconds": round(time.time() - start, 1), "samples": len(train_data._dataset), **epochs_of(trainer)}
 
 
 def train_reference_and_device_srm(config, data, saved):

@@ -129,7 +129,8 @@ def markdown(rows, metrics, configs, costs=()):
     return "\n".join(lines) + "\n"
 
 
-COST_COLUMNS = ("dataset", "variant", "backbone", "seeds", "llm_parameters", "srm_parameters", "llm_epochs",
+COST_COLUMNS = ("dataset", "variant", "backbone", "seeds", "llm_parameters", "srm_parameters",
+                "llm_epochs_per_seed", "srm_epochs_per_seed", "device_srm_epochs_per_seed", "llm_epochs",
                 "llm_seconds", "llm_seconds_per_epoch", "llm_train_seconds_per_epoch", "llm_valid_seconds_per_pass",
                 "cloud_seconds_per_user", "device_seconds_per_user")
 
@@ -151,6 +152,7 @@ def cost_rows(runs):
             "dataset": dataset, "variant": variant or "-", "backbone": srm, "seeds": len(payloads),
             "llm_parameters": _mean(c.get("llm_parameters") for c in cost),
             "srm_parameters": _mean(c.get("srm_parameters") for c in cost),
+            **{f"{model}_epochs_per_seed": _epochs_per_seed(payloads, model) for model in ("llm", "srm", "device_srm")},
             "llm_epochs": _mean(epochs), "llm_seconds": _mean(seconds),
             "llm_seconds_per_epoch": _mean(s / e for s, e in zip(seconds, epochs) if e),
             "llm_train_seconds_per_epoch": _mean(log.get("train_seconds_per_epoch") for log in llm),
@@ -159,6 +161,14 @@ def cost_rows(runs):
             "device_seconds_per_user": _mean(c.get("device_seconds_per_user") for c in cost),
         })
     return rows
+
+
+def _epochs_per_seed(payloads, model):
+    """``"12 (best 3), 27 (best 18)"``: each seed's epochs trained and best epoch of ``model``
+    (a stage of ``runs[i].stages``); None when no run logged them."""
+    logs = [stage["stages"][model] for payload in payloads for stage in payload.get("runs", [])
+            if "epochs_trained" in stage.get("stages", {}).get(model, {})]
+    return ", ".join(f"{log['epochs_trained']} (best {log['best_epoch']})" for log in logs) or None
 
 
 def _mean(values):
