@@ -50,8 +50,8 @@ _INT_KEYS = (
     "MAX_ITEM_LIST_LENGTH", "hidden_size", "embedding_size", "inner_size", "n_layers",
     "n_heads", "num_layers", "cloud_lag", "worker", "candidate_num", "seeds", "llm_max_len",
     "llm_epochs", "llm_batch_size", "coop_epochs", "retrain_epochs", "llm_softmax_items",
-    "serve_port", "serve_threads", "serve_max_batch", "serve_max_body_bytes", "serve_max_history", "serve_max_k",
-    "replay_clients", "llm_stopping_step", "llm_hidden_size", "llm_layers", "llm_heads", "llm_lora_r",
+    "serve_port", "serve_threads", "srm_window_stride", "serve_max_batch", "serve_max_body_bytes", "serve_max_history", "serve_max_k",
+    "serve_max_queue", "replay_clients", "llm_stopping_step", "llm_hidden_size", "llm_layers", "llm_heads", "llm_lora_r",
 )
 _FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob",
                "llm_learning_rate", "llm_weight_decay", "llm_dropout", "llm_lora_alpha", "llm_lora_dropout",
@@ -67,7 +67,8 @@ _POSITIVE_KEYS = (
     "epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "candidate_num",
     "seeds", "llm_max_len", "llm_epochs", "llm_batch_size",
     "llm_hidden_size", "llm_layers", "llm_heads", "llm_lora_r",
-    "serve_max_batch", "serve_max_body_bytes", "serve_max_history", "serve_max_k", "replay_clients",
+    "srm_window_stride", "serve_max_batch", "serve_max_body_bytes", "serve_max_history", "serve_max_k", "serve_max_queue",
+    "replay_clients",
 )
 
 
@@ -93,6 +94,7 @@ _CHOICES = {
     "srm_train_window": ("cloud", "all"),
     "llm_autocast": AUTOCAST_MODES,
     "stage_selection": STAGE_SELECTIONS,
+    "srm_trainer": ("sequence", "recbole"),
 }
 
 
@@ -290,6 +292,10 @@ class LSCConfig(Config):
                 f"srm '{name}' is not a RecBole sequential model; pass --srm=NAME with NAME one of "
                 "SASRec, GRU4Rec, NARM, BERT4Rec, ... (case-sensitive)"
             )
+        stride, window = self.final_config_dict.get("srm_window_stride"), self.final_config_dict.get("MAX_ITEM_LIST_LENGTH")
+        if isinstance(stride, int) and isinstance(window, int) and stride > window:
+            raise ConfigError(f"srm_window_stride ({stride}) must be at most MAX_ITEM_LIST_LENGTH ({window}): a window "
+                              "advances by at most its own length; lower srm_window_stride")
 
     def _check_device_catalogue(self):
         """``device_catalogue`` as a list of settings; a policy must be computable from what the device holds."""

@@ -1,4 +1,5 @@
-"""A row means its label whatever else the run built: the ``srm`` row is the plain RecBole run,
+"""A row means its label whatever else the run built: the ``srm`` row is the plain RecBole run
+(``srm_trainer: recbole``),
 and no row depends on which other settings were evaluated, or in which order."""
 
 import pytest
@@ -20,7 +21,7 @@ def rows_by_name(out):
 
 def test_the_srm_row_is_the_plain_recbole_run_whatever_the_cloud(small_config):
     quick = {**TINY, "coop_train": False, "retrain": False, "device_catalogue": "candidates",
-             "request_curve_ratios": [0.0, 1.0]}
+             "request_curve_ratios": [0.0, 1.0], "srm_trainer": "recbole"}
     small_cloud = run_recbole_lsc("LSC4Rec", "mltiny", config_dict={**small_config, **quick})
     other_cloud = run_recbole_lsc("LSC4Rec", "mltiny", config_dict={**small_config, **quick, "llm_hidden_size": 8,
                                                                     "llm_dropout": 0.3})
@@ -47,9 +48,10 @@ def test_every_row_is_the_same_whatever_settings_ran_beside_it(small_config):
 
 def test_every_trained_model_states_its_epochs_and_best_epoch(small_config):
     quick = {**TINY, "epochs": 3, "coop_train": False, "retrain": False, "device_catalogue": "candidates",
-             "request_curve_ratios": [0.0, 1.0]}
+             "request_curve_ratios": [0.0, 1.0], "srm_trainer": "recbole"}
     out = run_recbole_lsc("LSC4Rec", "mltiny", config_dict={**small_config, **quick})
     stages = out["runs"][0]["stages"]
+    assert {row["srm_trainer"] for row in out["rows"] if row["role"] not in ("llm_stale", "llm_fresh")} == {"recbole"}
     for model in ("llm", "srm", "device_srm"):
         assert stages[model]["epochs_trained"] >= 1 and 0 <= stages[model]["best_epoch"] < stages[model]["epochs_trained"]
     assert stages["srm"]["epochs_trained"] == 3  # no early stop within 3 epochs

@@ -5,8 +5,9 @@ faster from next-item loss on every position of a window
 (``DeviceCloudProtocol.cloud_training_windows``). The epoch is chosen with RecBole's
 ``early_stopping`` rule on the validation ``valid_metric`` of the history named by
 ``llm_select_on`` (fresh by default: after a request the cloud serves fresh histories),
-never on test; ``llm_stopping_step`` validations without improvement stop training, and a
-tie with the best score counts as an improvement (RecBole's rule).
+never on test; training stops after ``llm_stopping_step`` + 1 validations without improvement,
+and a tie with the best score counts as an improvement: RecBole's ``early_stopping`` with
+``max_step = llm_stopping_step``, as its trainer reads ``stopping_step``.
 """
 
 import copy
@@ -87,7 +88,7 @@ class LLMRecTrainer:
             self.logger.info(f"LLM epoch {epoch}: loss {loss:.4f}, valid ({view}) {self.valid_metric} {score:.4f} "
                              f"[train {self.train_seconds[-1]:.1f}s, valid {self.valid_seconds[-1]:.1f}s]")
             best_score, bad_epochs, stop, improved = early_stopping(
-                score, best_score, bad_epochs, max_step=self.config["llm_stopping_step"] - 1)
+                score, best_score, bad_epochs, max_step=self.config["llm_stopping_step"])
             if improved:
                 best_result, self.best_epoch = result, epoch
                 best_state = copy.deepcopy(self.model.state_dict())
@@ -126,8 +127,9 @@ def train_or_load(config, llm, protocol, dataset):
     if cached is not None:
         return trainer, cached
     start = time.time()
-    trainer.fit(show_progress=config["show_progress"])
-    log = {"seconds": round(time.time() - start, 1), "epochs_trained": trainer.epochs_trained,
+    best = trainer.fit(show_progress=config["show_progress"])
+    log = {"seconds": round(time.time() - start, 1), "best_valid": round(float(best.get(trainer.valid_metric, np.nan)), 6),
+           "epochs_trained": trainer.epochs_trained,
            "best_epoch": trainer.best_epoch, "train_seconds_per_epoch": _mean_seconds(trainer.train_seconds),
            "valid_seconds_per_pass": _mean_seconds(trainer.valid_seconds)}
     store_trained_llm(config, dataset, protocol, llm, log)

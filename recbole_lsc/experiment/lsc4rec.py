@@ -27,6 +27,7 @@ from recbole_lsc.errors import ConfigError
 from recbole_lsc.evaluation.metrics import metric_values, summary
 from recbole_lsc.evaluation.ranks import catalogue_ranks, list_ranks
 from recbole_lsc.experiment.bundles import device_bundle
+from recbole_lsc.experiment.clock import WallClock
 from recbole_lsc.experiment.collaboration import Collaboration, phase_lists
 from recbole_lsc.experiment.cost import measure_cost
 from recbole_lsc.experiment.lists import CloudLists
@@ -153,6 +154,17 @@ def setting_results(config, states, lists, protocol, setting):
             "info": {**final.info(), "retrain_scope": scope}, "collaboration": final}
 
 
+def label_srm_trainers(rows, srm_logs):
+    """Each row built on an SRM records which trainer first trained it (``srm_trainer``): the
+    reference's for ``srm``, the device SRM's for the rows of the device."""
+    device_log = srm_logs.get("device_srm", srm_logs["srm"])
+    for row in rows:
+        if row["role"] == "srm":
+            row["srm_trainer"] = srm_logs["srm"].get("trainer")
+        elif row["role"] not in ("llm_stale", "llm_fresh"):
+            row["srm_trainer"] = device_log.get("trainer")
+
+
 def cloud_calls(lists, protocol, results):
     """Every list the devices asked the cloud for: the test users' initial lists and requests,
     and the calibration calls (the validation users' and fresh-window samples' lists that
@@ -167,33 +179,45 @@ def cloud_calls(lists, protocol, results):
 
 
 def run_one_seed(config, saved):
-    """Train cloud, train device, cooperative stage, re-training; then rows, curves, costs."""
-    data = load_data(config)
+    """Train cloud, train device, cooperative stage, re-training; then rows, curves, costs.
+    Each step's wall seconds land in the run's info (``wall_seconds``)."""
+    clock = WallClock()
+    with clock.step("data"):
+        data = load_data(config)
     init_seed(config["seed"], config["reproducibility"])
     model = LSC4Rec(config, data.dataset, get_model(config["srm"]), data.srm_config).to(config["device"])
-    llm_trainer, llm_log = train_or_load(config, model.llm, data.protocol, data.dataset)
+    with clock.step("llm"):
+        llm_trainer, llm_log = train_or_load(config, model.llm, data.protocol, data.dataset)
     model.llm.requires_grad_(False)
-    reference, independent, srm_logs = train_reference_and_device_srm(config, data, saved)
+    with clock.step("srm and device_srm"):
+        reference, independent, srm_logs = train_reference_and_device_srm(config, data, saved)
     cloud = InProcessCloud(model.llm, config["eval_batch_size"], config["device"], show_progress=config["show_progress"])
     lists = CloudLists(cloud, data.protocol, config)
-    states = device_stages(config, independent, lists, data.protocol, extra_settings=[RERANK_SETTING])
+    with clock.step("cooperative and re-training"):
+        states = device_stages(config, independent, lists, data.protocol, extra_settings=[RERANK_SETTING])
 
     rerank_srm = states.final[RERANK_SETTING]
-    rows, per_user = single_model_rows(config, reference, rerank_srm, llm_trainer, lists)
+    with clock.step("single-model rows"):
+        rows, per_user = single_model_rows(config, reference, rerank_srm, llm_trainer, lists)
     modes, bundles = {}, {}
     for setting in settings_of(config):
         key = setting_key(*setting)
-        result = modes[key] = setting_results(config, states, lists, data.protocol, setting)
+        with clock.step("fusion, policies and curves"):
+            result = modes[key] = setting_results(config, states, lists, data.protocol, setting)
         rows += result["rows"]
         per_user[f"lsc4rec/{key}"] = result["per_user"]
-        bundle = device_bundle(config, result.pop("collaboration"), result["per_user"], data.protocol, data.dataset,
-                               cloud.model_id)
+        with clock.step("device bundles"):
+            bundle = device_bundle(config, result.pop("collaboration"), result["per_user"], data.protocol,
+                                   data.dataset, cloud.model_id)
         bundles[key] = (bundle, states.final[setting])
+    label_srm_trainers(rows, srm_logs)
     # one device's cost: the SRM it runs (every device's copy has the same shape)
-    cost = measure_cost(config, cloud, getattr(rerank_srm, "start", rerank_srm), data.protocol,
-                        lists.get("test", "stale").item_ids)
+    with clock.step("cost"):
+        cost = measure_cost(config, cloud, getattr(rerank_srm, "start", rerank_srm), data.protocol,
+                            lists.get("test", "stale").item_ids)
     cost["cloud_calls"] = cloud_calls(lists, data.protocol, modes)
-    info = {"stages": {"llm": llm_log, **srm_logs, **states.logs}, "modes": [result["info"] for result in modes.values()]}
+    info = {"stages": {"llm": llm_log, **srm_logs, **states.logs}, "modes": [result["info"] for result in modes.values()],
+            "wall_seconds": clock.seconds}
     return {"rows": rows, "per_user": per_user, "curve": [p for result in modes.values() for p in result["curve"]],
             "curve_per_user": {key: v for result in modes.values() for key, v in result["curve_per_user"].items()},
             "cost": cost, "info": info, "modes": list(modes), "bundles": bundles}

@@ -1,8 +1,8 @@
 """The training stages of one LSC4Rec run (docs/method.md, "Training").
 
 1. independent, in the cloud: the LLM on the cloud's windows
-   (:func:`~recbole_lsc.cloud.trainer.train_or_load`) and the device SRM with its own RecBole
-   trainer on the targets the cloud has seen (``srm_train_window: cloud``; ``all`` trains on
+   (:func:`~recbole_lsc.cloud.trainer.train_or_load`) and the device SRM (whole-sequence
+   windows or its own RecBole trainer, ``srm_trainer``) on the targets the cloud has seen (``srm_train_window: cloud``; ``all`` trains on
    every training target, as the ``srm`` reference row always does);
 2. cooperative, in the cloud: the SRM fine-tuned with the cloud's candidates of each of those
    training samples (stale history) as hard negatives; the lists are computed once and cached;
@@ -32,7 +32,10 @@ from recbole_lsc.device.training import (
 )
 from recbole_lsc.device.held import HeldItems
 from recbole_lsc.device.per_device import DeviceRetraining, rows_by_user
+from recbole_lsc.device.sequence_trainer import WholeSequenceTrainer
 from recbole_lsc.device.srm import DeviceSRM
+from recbole_lsc.device.srm_store import load_trained_srm, srm_key, store_trained_srm
+from recbole_lsc.device.whole_sequence import supports_whole_sequence
 from recbole_lsc.experiment.srm import epochs_of, fit_recbole
 from recbole_lsc.protocol import Samples
 from recbole_lsc.random_streams import derived_seed
@@ -79,24 +82,55 @@ def fresh_srm(config, data):
     return DeviceSRM(model, data.srm_config, data.dataset)
 
 
-def train_srm(config, data, train_data, saved):
-    """A fresh SRM (:func:`fresh_srm`) fit by RecBole's trainer on ``train_data`` right after it
-    is drawn, as ``run_recbole`` does; returns ``(srm, the stage's log)``."""
+def train_srm(config, data, phase, saved):
+    """A fresh SRM (:func:`fresh_srm`) trained on ``phase``'s targets (``train``: every training
+    target; ``llm_train``: those the cloud has seen) right after it is drawn, as ``run_recbole``
+    does, or loaded from the SRM store; returns ``(srm, the stage's log)``.
+
+    ``srm_trainer: sequence`` trains backbones with a causal per-position encoder on whole
+    windows (``recbole_lsc.device.sequence_trainer``); any other backbone, or ``recbole``,
+    uses the SRM's own RecBole trainer on RecBole's samples.
+    """
     srm = fresh_srm(config, data)
+    trainer = "sequence" if config["srm_trainer"] == "sequence" and supports_whole_sequence(
+        srm.model, data.srm_config) else "recbole"
+    stride = config["srm_window_stride"] if trainer == "sequence" else None
+    key = srm_key(data.srm_config, data.protocol, data.dataset.item_num, phase, trainer, stride)
+    stored = load_trained_srm(config["trained_srm_cache"], key, data.srm_config, srm.model)
+    if stored is not None:
+        return srm, stored
     start = time.time()
-    trainer, _ = fit_recbole(data.srm_config, srm.model, train_data, data.valid_data, saved=saved)
-    return srm, {"seconds": round(time.time() - start, 1), "samples": len(train_data._dataset), **epochs_of(trainer)}
+    if trainer == "sequence":
+        validate = CatalogueValidation(_fine_tuning_samples(data.protocol, "valid", srm), data.srm_config)
+        fitted = WholeSequenceTrainer(srm, data.srm_config, validate, stride)
+        best = fitted.fit(data.protocol, phase)
+        log = fitted.log()
+    else:
+        train_data = data.train_data if phase == "train" else cloud_window_loader(data.train_data, data.protocol)
+        fitted, best_valid = fit_recbole(data.srm_config, srm.model, train_data, data.valid_data, saved=saved)
+        best = best_valid[data.srm_config["valid_metric"].lower()]
+        log = {"trainer": "recbole", **epochs_of(fitted)}
+    log["best_valid"] = round(float(best), 6)
+    log = {"seconds": round(time.time() - start, 1), "samples": len(data.protocol.samples(phase)), **log}
+    store_trained_srm(config["trained_srm_cache"], key, data.srm_config, srm.model, log)
+    return srm, log
 
 
 def train_reference_and_device_srm(config, data, saved):
     """The ``srm`` reference (every training target; the plain ``--model=<srm>`` run at this
-    seed) and the device's independent SRM (the ``srm_train_window``), both from the same
-    initial weights; returns ``(reference, device, logs)``."""
-    reference, log = train_srm(config, data, data.train_data, saved)
-    if config["srm_train_window"] == "all":
-        return reference, reference, {"srm": log}
-    device, device_log = train_srm(config, data, cloud_window_loader(data.train_data, data.protocol), saved)
-    return reference, device, {"srm": log, "device_srm": device_log}
+    seed with ``srm_trainer: recbole``) and the device's independent SRM (the
+    ``srm_train_window``), both from the same initial weights; returns ``(reference, device, logs)``.
+
+    The global generator is reseeded afterwards, so what follows draws the same whether the
+    SRMs were trained or loaded from the store.
+    """
+    reference, log = train_srm(config, data, "train", saved)
+    logs = {"srm": log}
+    device = reference
+    if config["srm_train_window"] != "all":
+        device, logs["device_srm"] = train_srm(config, data, "llm_train", saved)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    return reference, device, logs
 
 
 def _fine_tuning_samples(protocol, phase, srm):

@@ -26,7 +26,8 @@ from recbole_lsc.quick_start import build_config, run_recbole_lsc
 from recbole_lsc.results import config_snapshot
 
 # Keys that locate or label a job rather than define its experiment.
-_NOT_EXPERIMENT = ("seed", "seeds", "run_name", "results_dir", "checkpoint_dir", "trained_llm_cache", "device",
+_NOT_EXPERIMENT = ("seed", "seeds", "run_name", "results_dir", "checkpoint_dir", "trained_llm_cache",
+                   "trained_srm_cache", "device",
                    "gpu_id", "state", "show_progress")
 
 
@@ -109,7 +110,7 @@ def plan(datasets, srms, seeds, config_files, overrides, out, variant_files=None
 
 def _absolute_paths(config):
     """Overrides that make relative cache/checkpoint folders absolute, so that Ray workers share them."""
-    for key in ("trained_llm_cache", "checkpoint_dir"):
+    for key in ("trained_llm_cache", "trained_srm_cache", "checkpoint_dir"):
         value = config[key]
         if value and not os.path.isabs(value):
             yield f"--{key}={os.path.abspath(value)}"
