@@ -60,6 +60,14 @@ def concat_lists(parts):
                          parts[0].model_id, torch.cat([part.history_len for part in parts]))
 
 
+# Over HTTP (recbole_lsc.cloud.service and recbole_lsc.device.http_cloud), a request also
+# carries the caller's deadline, and an overloaded service sheds requests with these statuses.
+DEADLINE_HEADER = "X-Request-Deadline"  # unix seconds; the service drops a request still queued then
+QUEUE_FULL_STATUS = 503  # refused at once (with Retry-After): the service's queue is full
+DEADLINE_PASSED_STATUS = 504  # dropped unanswered: the deadline passed before the request's forward pass
+SHED_STATUSES = (QUEUE_FULL_STATUS, DEADLINE_PASSED_STATUS)
+
+
 class CandidateSource(Protocol):
     """A cloud: candidate lists for right-padded histories ``item_seq [N, L]``, ``item_len [N]``."""
 

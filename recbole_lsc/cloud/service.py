@@ -6,22 +6,37 @@
 Concurrent requests are grouped for up to ``batch_window_ms`` (or ``max_batch`` requests) and
 answered by one forward pass (:class:`MicroBatcher`). Every bad request gets a 4xx with one
 line saying what to fix (401 without the bearer token when one is set, 413 over the size
-limits, 400 for a body that is not JSON, 422 for unknown items, an empty history or a bad
-``k``), and the service keeps running.
+limits, 400 for a body that is not JSON or a deadline that is not a number, 422 for unknown
+items, an empty history or a bad ``k``), and the service keeps running.
+
+Overload is shed, not queued without end: at most ``max_queue`` requests wait for a forward
+pass; one more is answered 503 at once, with ``Retry-After`` (whole seconds, from the recent
+forward-pass time). A request may carry its caller's deadline (header ``X-Request-Deadline``,
+unix seconds); when it has passed before the request's forward pass, the request is dropped
+and answered 504. ``GET /metrics`` exposes the service's Prometheus metrics (:class:`ServiceMetrics`).
 """
 
 import asyncio
 import contextlib
 import hmac
 import json
+import math
 import reprlib
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from recbole_lsc.channel import DEADLINE_HEADER, DEADLINE_PASSED_STATUS, QUEUE_FULL_STATUS
+
+# weight of the newest forward pass in the recent pass time that Retry-After is derived from
+_RECENT_PASS_WEIGHT = 0.2
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,60 @@ class BadRequest(Exception):
         self.status, self.message = status, message
 
 
+class Overloaded(Exception):
+    """The queue is full: the request is refused before any work (503); ``retry_after`` is the
+    whole number of seconds after which the queue has likely drained."""
+
+    def __init__(self, retry_after):
+        super().__init__(f"queue full; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class DeadlineExpired(Exception):
+    """The caller's deadline passed before the request's forward pass: nobody would read the answer."""
+
+
+class Waiting(NamedTuple):
+    """One queued request: item ids, ``k``, the caller's deadline (unix seconds, or None), and
+    the future its answer goes to."""
+
+    history: list
+    k: int
+    deadline: float
+    future: asyncio.Future
+
+
+def _size_buckets(max_batch):
+    """Histogram buckets for batch sizes: powers of two up to ``max_batch``, and ``max_batch``."""
+    return sorted({2 ** power for power in range(max_batch.bit_length())} | {max_batch})
+
+
+class ServiceMetrics:
+    """The service's Prometheus metrics, in a registry of its own: several services in one
+    process (the tests) would otherwise register the same names twice in the global one."""
+
+    def __init__(self, max_batch):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("lsc_candidate_requests", "POST /candidates requests answered, by HTTP status",
+                                ["status"], registry=self.registry)
+        self.latency = Histogram("lsc_candidate_request_seconds", "Seconds from a request's arrival to its answer",
+                                 registry=self.registry)
+        self.batch_size = Histogram("lsc_batch_size", "Requests answered by one forward pass",
+                                    buckets=_size_buckets(max_batch), registry=self.registry)
+        self.queue_depth = Gauge("lsc_queue_depth", "Requests waiting for a forward pass", registry=self.registry)
+        self.forward_seconds = Histogram("lsc_forward_pass_seconds", "Seconds of one forward pass (a micro-batch)",
+                                         registry=self.registry)
+
+    def answered(self, status, seconds):
+        """Count one answered request (any status) and its latency."""
+        self.requests.labels(status=str(status)).inc()
+        self.latency.observe(seconds)
+
+    def exposition(self):
+        """The metrics in Prometheus' text format."""
+        return generate_latest(self.registry)
+
+
 class MicroBatcher:
     """Answers concurrent histories with one ``cloud.candidates`` call per micro-batch.
 
@@ -46,25 +115,48 @@ class MicroBatcher:
     batch ran: no wait at all when the service is idle), plus those arriving within
     ``window_s`` seconds (0: none), up to ``max_batch``; it is right-padded and run on one
     worker thread (the model is never run twice at once), and each request gets its own row.
+    At most ``max_queue`` requests wait: one more raises :class:`Overloaded` at once. A request
+    whose deadline has passed raises :class:`DeadlineExpired` instead of taking a row.
     """
 
-    def __init__(self, cloud, window_s=0.0, max_batch=64):
-        self.cloud, self.window_s, self.max_batch = cloud, window_s, max_batch
+    def __init__(self, cloud, window_s=0.0, max_batch=64, max_queue=64, metrics=None):
+        self.cloud, self.window_s, self.max_batch, self.max_queue = cloud, window_s, max_batch, max_queue
+        self.metrics = metrics or ServiceMetrics(max_batch)
+        self.metrics.queue_depth.set_function(self.depth)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloud-batch")
         self.queue, self.task, self.batches, self.answered = None, None, 0, 0
+        self.expired, self.recent_pass_s = 0, None
 
     async def start(self):
-        self.queue = asyncio.Queue()
+        self.queue = asyncio.Queue(maxsize=self.max_queue)
         self.task = asyncio.create_task(self._loop())
+
+    def depth(self):
+        """Requests waiting for a forward pass (not those of the batch being answered)."""
+        return self.queue.qsize() if self.queue is not None else 0
+
+    def retry_after(self):
+        """Whole seconds a refused request should wait: the passes that drain a full queue (and
+        the one running) at the recent pass time; at least 1 (Retry-After counts whole seconds)."""
+        passes = 1 + math.ceil(self.depth() / self.max_batch)
+        return max(1, math.ceil(passes * (self.recent_pass_s or 0.0)))
 
     async def stop(self):
         if self.task is not None:
             self.task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, history_ids, k):
+    async def submit(self, history_ids, k, deadline=None):
+        """The answer for one request; :class:`Overloaded` at once when the queue is full,
+        :class:`DeadlineExpired` when ``deadline`` (unix seconds) passes before its forward pass."""
+        if _expired(deadline):
+            self.expired += 1
+            raise DeadlineExpired()
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((history_ids, k, future))
+        try:
+            self.queue.put_nowait(Waiting(history_ids, k, deadline, future))
+        except asyncio.QueueFull:
+            raise Overloaded(self.retry_after()) from None
         return await future
 
     async def _collect(self):
@@ -84,14 +176,29 @@ class MicroBatcher:
                 break
         return batch
 
+    def _still_wanted(self, batch):
+        """The batch less the requests nobody will read: a caller that is gone (its future is
+        cancelled), or whose deadline passed while it waited (answered DeadlineExpired). They
+        take no row, and a batch of them takes no forward pass."""
+        wanted = []
+        for waiting in batch:
+            if waiting.future.done():
+                continue
+            if _expired(waiting.deadline):
+                self.expired += 1
+                waiting.future.set_exception(DeadlineExpired())
+                continue
+            wanted.append(waiting)
+        return wanted
+
     @torch.inference_mode()
     def _answer(self, batch):
         """One forward pass per distinct ``k`` in the batch (a device asks for its C, so usually
         one): ``[(item ids, scores, model id, history length) per request]``."""
         answers = [None] * len(batch)
-        for k in sorted({k for _, k, _ in batch}):
-            rows = [row for row, (_, wanted, _) in enumerate(batch) if wanted == k]
-            histories = [batch[row][0] for row in rows]
+        for k in sorted({waiting.k for waiting in batch}):
+            rows = [row for row, waiting in enumerate(batch) if waiting.k == k]
+            histories = [batch[row].history for row in rows]
             seq = torch.zeros(len(rows), max(map(len, histories)), dtype=torch.long)
             for index, history in enumerate(histories):
                 seq[index, : len(history)] = torch.tensor(history, dtype=torch.long)
@@ -101,22 +208,40 @@ class MicroBatcher:
                                 int(lists.history_len[index]))
         return answers
 
+    async def _forward(self, batch):
+        """``_answer`` on the worker thread, timed: the time feeds the histogram and Retry-After."""
+        started = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self._answer, batch)
+        finally:
+            seconds = time.perf_counter() - started
+            self.metrics.forward_seconds.observe(seconds)
+            recent = seconds if self.recent_pass_s is None else self.recent_pass_s
+            self.recent_pass_s = recent + _RECENT_PASS_WEIGHT * (seconds - recent)
+
     async def _loop(self):
-        loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
+            batch = self._still_wanted(await self._collect())
+            if not batch:
+                continue
             self.batches, self.answered = self.batches + 1, self.answered + len(batch)
+            self.metrics.batch_size.observe(len(batch))
             try:
-                lists = await loop.run_in_executor(self.executor, self._answer, batch)
+                lists = await self._forward(batch)
             except Exception as err:  # the batch fails, the service does not
                 logging.getLogger().exception("candidate batch failed")
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
+                for waiting in batch:
+                    if not waiting.future.done():
+                        waiting.future.set_exception(err)
                 continue
-            for (_, _, future), answer in zip(batch, lists):
-                if not future.done():
-                    future.set_result(answer)
+            for waiting, answer in zip(batch, lists):
+                if not waiting.future.done():
+                    waiting.future.set_result(answer)
+
+
+def _expired(deadline):
+    """Whether a request's deadline (unix seconds, None: none) has passed."""
+    return deadline is not None and deadline <= time.time()
 
 
 class CandidateRequests:
@@ -174,6 +299,21 @@ def _short(value):
     return _ECHO.repr(value)
 
 
+def _deadline(request):
+    """The caller's deadline from the ``X-Request-Deadline`` header (unix seconds), None without
+    one; anything but a finite number is a bad request (400)."""
+    given = request.headers.get(DEADLINE_HEADER)
+    if given is None:
+        return None
+    try:
+        deadline = float(given)
+    except ValueError:
+        deadline = math.nan
+    if not math.isfinite(deadline):
+        raise BadRequest(400, f"{DEADLINE_HEADER} must be a unix time in seconds (a number), got {_short(given)}")
+    return deadline
+
+
 async def _read_body(request, limit):
     """The request body, refused (413) as soon as it passes ``limit`` bytes: never read whole."""
     declared = request.headers.get("content-length", "")
@@ -195,13 +335,15 @@ def _authorised(request, token):
 
 
 def create_app(cloud, item_tokens, model_version, token=None, limits=ServiceLimits(), batch_window_ms=0.0,
-               max_batch=64):
+               max_batch=64, max_queue=64):
     """The FastAPI app serving ``cloud`` (an :class:`~recbole_lsc.cloud.source.InProcessCloud`).
 
     ``item_tokens[id]`` is the dataset's token of item ``id``; ``token`` the bearer token
-    requests must carry (None: no authentication).
+    requests must carry (None: no authentication); ``max_queue`` the most requests that wait
+    for a forward pass (503 beyond).
     """
-    batcher = MicroBatcher(cloud, batch_window_ms / 1000.0, max_batch)
+    metrics = ServiceMetrics(max_batch)
+    batcher = MicroBatcher(cloud, batch_window_ms / 1000.0, max_batch, max_queue, metrics)
     checks = CandidateRequests(item_tokens, cloud.max_history, cloud.llm.mask_history, limits)
 
     @contextlib.asynccontextmanager
@@ -211,24 +353,38 @@ def create_app(cloud, item_tokens, model_version, token=None, limits=ServiceLimi
         await batcher.stop()
 
     app = FastAPI(title="recbole-lsc cloud", lifespan=lifespan)
-    app.state.batcher = batcher
+    app.state.batcher, app.state.metrics = batcher, metrics
 
-    def refuse(status, message):
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    def refuse(status, message, headers=None):
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     @app.get("/health")
     async def health():
         return {"status": "ok", "model_id": cloud.model_id, "model_version": model_version,
                 "items": len(item_tokens) - 1, "max_history": cloud.max_history, "limits": limits.__dict__,
-                "auth": token is not None, "answered": batcher.answered, "forward_passes": batcher.batches}
+                "auth": token is not None, "answered": batcher.answered, "forward_passes": batcher.batches,
+                "queued": batcher.depth(), "max_queue": max_queue, "expired": batcher.expired}
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/candidates")
     async def candidates(request: Request):
+        started = time.perf_counter()
+        response = await answer(request)
+        metrics.answered(response.status_code, time.perf_counter() - started)
+        return response
+
+    async def answer(request):
+        """The response to one ``POST /candidates``, whatever it is (every path ends here, so
+        every answer is counted)."""
         if not _authorised(request, token):
-            return refuse(401, "missing or wrong bearer token; send 'Authorization: Bearer <token>'")
+            return refuse(401, "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
+                          {"WWW-Authenticate": "Bearer"})
         try:
             history, k = checks.parse(await _read_body(request, limits.max_body_bytes))
+            deadline = _deadline(request)
         except BadRequest as err:
             return refuse(err.status, err.message)
         except Exception as err:  # noqa: BLE001 - whatever a request sends, the service answers and stays up
@@ -236,7 +392,14 @@ def create_app(cloud, item_tokens, model_version, token=None, limits=ServiceLimi
             return refuse(400, f"the request could not be read ({err.__class__.__name__}); send "
                                '{"history": [item tokens], "k": N}')
         try:
-            ids, scores, model_id, history_len = await batcher.submit(history, k)
+            ids, scores, model_id, history_len = await batcher.submit(history, k, deadline)
+        except Overloaded as full:
+            return refuse(QUEUE_FULL_STATUS, f"the service is overloaded ({max_queue} requests already wait); "
+                                             f"retry after {full.retry_after} s",
+                          {"Retry-After": str(full.retry_after)})
+        except DeadlineExpired:
+            return refuse(DEADLINE_PASSED_STATUS, f"the request's {DEADLINE_HEADER} passed before the cloud reached "
+                                                  "it; it was dropped unanswered")
         except Exception as err:  # noqa: BLE001 - answered, logged by the batcher
             return refuse(500, f"the cloud failed on this batch ({err.__class__.__name__}); try again")
         # a ready JSONResponse skips FastAPI's per-element encoder: the answer is plain JSON already

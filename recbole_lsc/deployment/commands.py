@@ -39,7 +39,7 @@ def replay_table(report):
     """The replay's figures as a markdown table (one metric per line)."""
     lines = ["| replay | value |", "|---|---|"]
     for key in ("users", "served", "identical_to_simulation", "users_differing", "differing_where_the_cloud_answered",
-                "http_calls", "failures", "refused", "seconds"):
+                "http_calls", "failures", "refused", "shed", "seconds"):
         lines.append(f"| {key} | {report[key]} |")
     for group in ("requests", "bytes_per_call", "latency_ms", "throughput"):
         lines += [f"| {group} {key} | {value} |" for key, value in report[group].items()]

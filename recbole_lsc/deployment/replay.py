@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from recbole_lsc.channel import SHED_STATUSES
 from recbole_lsc.device.client import DeviceClient
 from recbole_lsc.device.http_cloud import HttpCloud
 from recbole_lsc.evaluation.metrics import metric_values, summary
@@ -61,7 +62,7 @@ class Outcome:
 @dataclass
 class ReplayLog:
     outcomes: list
-    calls: list = field(default_factory=list)  # (seconds, bytes up, bytes down, ok) of every HTTP call
+    calls: list = field(default_factory=list)  # (seconds, bytes up, bytes down, ok, status) of every HTTP call
     failures: int = 0
     seconds: float = 0.0
 
@@ -191,6 +192,7 @@ def replay_report(config, log, turns, simulation):
         "requests": {"asked": int(requested.sum()), "answered": int(fresh.sum()), "ratio": round(float(requested.mean()), 6)},
         "http_calls": len(log.calls), "failures": log.failures,
         "refused": sum(1 for c in log.calls if c.status is not None and 400 <= c.status < 500),
+        "shed": sum(1 for c in log.calls if c.status in SHED_STATUSES),  # overload: failures, not refusals
         "differing_where_the_cloud_answered": int(len(np.setdiff1d(differs, np.flatnonzero(affected)))),
         "bytes_per_call": {"up": round(float(np.mean([c.bytes_up for c in ok])), 1) if ok else None,
                            "down": round(float(np.mean([c.bytes_down for c in ok])), 1) if ok else None},

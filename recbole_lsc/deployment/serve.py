@@ -4,8 +4,8 @@
 
 The same config as the LSC4Rec run that trained the LLM (it is found in the trained-LLM store
 by that config, dataset and seed). Items are the dataset's item tokens. The ``serve_*`` keys
-set the address, the limits and the micro-batching window; the bearer token comes from the
-file ``serve_token_file`` or the ``RECBOLE_LSC_TOKEN`` environment variable.
+set the address, the limits, the micro-batching window and the queue bound; the bearer token
+comes from the file ``serve_token_file`` or the ``RECBOLE_LSC_TOKEN`` environment variable.
 """
 
 import logging
@@ -48,7 +48,7 @@ def service_app(config):
     limits = ServiceLimits(config["serve_max_body_bytes"], config["serve_max_history"], config["serve_max_k"])
     app = create_app(cloud, dataset.field2id_token[dataset.iid_field], version, token=token,
                      limits=limits, batch_window_ms=config["serve_batch_window_ms"],
-                     max_batch=config["serve_max_batch"])
+                     max_batch=config["serve_max_batch"], max_queue=config["serve_max_queue"])
     return app, version
 
 

@@ -4,8 +4,9 @@ over HTTP with :class:`~recbole_lsc.device.http_cloud.HttpCloud`).
 
 It computes exactly what the simulation computes for one user (the batch functions of
 :mod:`recbole_lsc.device.inference` with N = 1), so a replay can be checked against it. When
-the cloud fails (down, slow past the timeout, an error answer) the device keeps serving the
-list it has and counts the failure; it never waits longer than the source's timeouts allow.
+the cloud fails (down, slow past the timeout, an error answer, a request shed under load) the
+device keeps serving the list it has and counts the failure; it never waits longer than the
+source's timeouts allow.
 """
 
 import threading
@@ -21,6 +22,11 @@ from recbole_lsc.device.inference import StaleHistoryScores, candidate_set, requ
 
 class CloudUnavailable(Exception):
     """The cloud did not answer in time, or answered with an error: the device carries on."""
+
+
+class CloudBusy(CloudUnavailable):
+    """The cloud shed the request under load (its queue was full, or the deadline passed before
+    it got there): for the device a timeout like any other, counted apart as well."""
 
 
 @dataclass
@@ -47,7 +53,8 @@ class DeviceClient:
         self.metric_by_rank = np.asarray(bundle.metric_by_rank, dtype=np.float64)
         self._cached = {}  # user -> (CandidateList, history length it was built from)
         self._lock = threading.Lock()
-        self.failures = 0
+        self.failures = 0  # calls that gave no list, whatever the reason
+        self.shed = 0  # ... of which the cloud shed under load (CloudBusy)
 
     def _fetch(self, history):
         """The cloud's list for ``history``; only the newest items the cloud reads are sent."""
@@ -55,17 +62,19 @@ class DeviceClient:
         seq = torch.as_tensor(sent).view(1, -1)
         return self.cloud.candidates(seq, torch.tensor([seq.size(1)]), self.bundle.candidate_num)
 
-    def _failed(self):
+    def _failed(self, err):
+        """Count a call that gave no list; one the cloud shed under load also in ``shed``."""
         with self._lock:
             self.failures += 1
+            self.shed += int(isinstance(err, CloudBusy))
 
     def receive(self, user, history):
         """Ask the cloud for ``user``'s list from ``history`` (item ids, oldest first) and cache it;
         True when a list arrived."""
         try:
             received = self._fetch(history)
-        except CloudUnavailable:
-            self._failed()
+        except CloudUnavailable as err:
+            self._failed(err)
             return False
         self._cached[user] = (received, len(history))
         return True
@@ -111,8 +120,8 @@ class DeviceClient:
             return Recommendation(ids, fused, requested=False, fresh=False)
         try:
             received = self._fetch(history)
-        except CloudUnavailable:
-            self._failed()
+        except CloudUnavailable as err:
+            self._failed(err)
             return Recommendation(ids, fused, requested=True, fresh=False)
         self._cached[user] = (received, len(history))
         ids, fused = self._shown(received, self._scores(interaction, received, catalogue), catalogue,

@@ -5,8 +5,13 @@ Items travel as the dataset's item tokens (the ids of the atomic files), never a
 ids, so a device and a cloud built separately agree on what an item is. One keep-alive
 connection per instance (``httpx.Client``), TCP_NODELAY, and a timeout on every phase of a
 call (connect, send, each read); any failure (refused, timed out, an error answer) raises
-:class:`~recbole_lsc.device.client.CloudUnavailable`. Each call's latency and body bytes up and
-down are recorded in ``calls`` for the replay benchmark.
+:class:`~recbole_lsc.device.client.CloudUnavailable`, and a request the overloaded service shed
+(503: its queue was full; 504: the deadline passed first) the subclass
+:class:`~recbole_lsc.device.client.CloudBusy`. Every call carries its deadline, ``timeout``
+seconds after it starts (header ``X-Request-Deadline``, unix seconds: device and cloud clocks
+are assumed synchronised), so the service does not spend a forward pass on an answer the device
+no longer waits for. Each call's latency and body bytes up and down are recorded in ``calls``
+for the replay benchmark.
 """
 
 import socket
@@ -16,8 +21,8 @@ from typing import NamedTuple
 import httpx
 import torch
 
-from recbole_lsc.channel import CandidateList
-from recbole_lsc.device.client import CloudUnavailable
+from recbole_lsc.channel import DEADLINE_HEADER, SHED_STATUSES, CandidateList
+from recbole_lsc.device.client import CloudBusy, CloudUnavailable
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
@@ -46,6 +51,7 @@ class HttpCloud:
         self.item_tokens = list(item_tokens)
         self.item_ids = {token_: index for index, token_ in enumerate(self.item_tokens)}
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.timeout = timeout
         self.client = httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(timeout),
                                    transport=httpx.HTTPTransport(socket_options=NODELAY))
         self.calls = []  # one Call per request
@@ -59,13 +65,15 @@ class HttpCloud:
         history = [self.item_tokens[int(item)] for item in item_seq[0, : int(item_len[0])]]
         started, status = time.perf_counter(), None
         try:
-            response = self.client.post("/candidates", json={"history": history, "k": int(k)})
+            response = self.client.post("/candidates", json={"history": history, "k": int(k)},
+                                        headers={DEADLINE_HEADER: f"{time.time() + self.timeout:.3f}"})
             status = response.status_code
             response.raise_for_status()
             lists = self._answer(response.json(), k)
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as err:
             self.calls.append(Call(time.perf_counter() - started, 0, 0, False, status))
-            raise CloudUnavailable(_reason(err, status)) from None
+            unavailable = CloudBusy if status in SHED_STATUSES else CloudUnavailable
+            raise unavailable(_reason(err, status)) from None
         self.calls.append(Call(time.perf_counter() - started, len(response.request.content), len(response.content),
                                True, status))
         return lists

@@ -1,0 +1,226 @@
+"""The candidate service under overload: a bounded queue (503 + Retry-After), caller deadlines
+(504, no forward pass), the device client's answer to both, and ``GET /metrics``.
+
+Forward passes are held by a gate the test opens, so "in a forward pass" and "queued" are
+states the test waits for, not timings it hopes for; every wait is bounded.
+"""
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+import torch
+from prometheus_client.parser import text_string_to_metric_families
+
+from recbole_lsc.cloud.service import MicroBatcher
+from recbole_lsc.cloud.source import InProcessCloud
+from recbole_lsc.config import LSCConfig
+from recbole_lsc.deployment.commands import replay_table
+from recbole_lsc.deployment.replay import Outcome, ReplayLog, replay_report, replay_turns
+from recbole_lsc.device.client import CloudUnavailable, DeviceClient
+from recbole_lsc.channel import DEADLINE_HEADER
+from recbole_lsc.device.http_cloud import Call, HttpCloud
+from recbole_lsc.errors import ConfigError
+from tests.test_deployment import LoopbackServer, always_bundle, app_of, post, world  # noqa: F401 - world: fixture
+
+
+class GatedCloud(InProcessCloud):
+    """A cloud that counts its forward passes and holds each one while its gate is closed."""
+
+    def __init__(self, llm):
+        super().__init__(llm, 64, "cpu")
+        self.gate, self.entered, self.passes = threading.Event(), threading.Event(), 0
+        self.gate.set()
+
+    def candidates(self, item_seq, item_len, k):
+        self.passes += 1
+        self.entered.set()
+        if not self.gate.wait(timeout=20):
+            raise TimeoutError("the test never opened the gate")
+        return super().candidates(item_seq, item_len, k)
+
+
+def wait_until(condition, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.01)
+
+
+class Jammed:
+    """A service whose worker is busy: one request held in a forward pass by the closed gate
+    for the length of a ``with`` block; ``ask`` queues more behind it. On exit the gate opens
+    and every request's status lands in ``statuses`` (in the order asked)."""
+
+    def __init__(self, server, cloud, body):
+        self.server, self.cloud, self.body = server, cloud, body
+        self.batcher = server.server.config.app.state.batcher
+        self.threads, self.statuses = [], []
+
+    def ask(self, headers=None):
+        """One request in the background; its status is read on exit."""
+        index = len(self.threads)
+        self.statuses.append(None)
+
+        def call():
+            self.statuses[index] = post(self.server.url, self.body, headers=headers or {}).status_code
+
+        self.threads.append(threading.Thread(target=call, daemon=True))
+        self.threads[-1].start()
+
+    def wait_queued(self, count):
+        wait_until(lambda: self.batcher.depth() == count, f"{count} request(s) queued")
+
+    def __enter__(self):
+        self.cloud.gate.clear()
+        self.cloud.entered.clear()
+        self.ask()
+        assert self.cloud.entered.wait(timeout=10), "the first request reached no forward pass"
+        return self
+
+    def __exit__(self, *exc):
+        self.cloud.gate.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+@pytest.fixture
+def body(world):
+    return {"history": [world["tokens"][1], world["tokens"][2]], "k": 3}
+
+
+def metric_samples(url):
+    """``{(sample name, labels as a sorted tuple): value}`` of the service's /metrics page."""
+    answer = httpx.get(f"{url}/metrics", timeout=10)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(answer.text) for sample in family.samples}
+
+
+def test_a_full_queue_is_refused_at_once_with_retry_after_and_the_service_keeps_answering(world, body):
+    cloud = GatedCloud(world["llm"])
+    with LoopbackServer(app_of(world, cloud=cloud, max_batch=1, max_queue=1)) as server:
+        with Jammed(server, cloud, body) as jam:
+            jam.ask()
+            jam.wait_queued(1)
+            started = time.perf_counter()
+            refused = post(server.url, body)
+            waited = time.perf_counter() - started
+            passes_while_full = cloud.passes
+        after = post(server.url, body)
+    assert refused.status_code == 503 and "overloaded" in refused.json()["error"]
+    assert refused.headers["retry-after"].isdigit() and int(refused.headers["retry-after"]) >= 1
+    assert passes_while_full == 1 and waited < 2.0  # answered while the worker was held: no forward pass
+    assert jam.statuses == [200, 200] and after.status_code == 200 and len(after.json()["items"]) == 3
+
+
+def test_retry_after_counts_the_passes_a_full_queue_needs_at_the_recent_pass_time(world):
+    batcher = MicroBatcher(InProcessCloud(world["llm"], 64, "cpu"), max_batch=2, max_queue=4)
+    assert batcher.retry_after() == 1  # no pass yet: the least Retry-After says
+    batcher.queue = asyncio.Queue()
+    for _ in range(3):
+        batcher.queue.put_nowait(None)
+    batcher.recent_pass_s = 2.4
+    assert batcher.retry_after() == 8  # the running pass and 2 more for 3 queued, 2 a pass: ceil(3 * 2.4)
+    batcher.executor.shutdown()
+
+
+def test_a_request_whose_deadline_passes_in_the_queue_is_dropped_without_a_forward_pass(world, body):
+    cloud = GatedCloud(world["llm"])
+    with LoopbackServer(app_of(world, cloud=cloud, max_batch=1, max_queue=4)) as server:
+        with Jammed(server, cloud, body) as jam:
+            jam.ask(headers={DEADLINE_HEADER: f"{time.time() + 0.5:.3f}"})
+            jam.wait_queued(1)
+            time.sleep(1.0)  # its deadline passes while the held pass runs
+        passes_after_the_jam = cloud.passes
+        past = post(server.url, body, headers={DEADLINE_HEADER: f"{time.time() - 1:.3f}"})
+        unreadable = post(server.url, body, headers={DEADLINE_HEADER: "soon"})
+        health = httpx.get(f"{server.url}/health", timeout=10).json()
+    assert jam.statuses == [200, 504] and passes_after_the_jam == 1  # only the held request's pass ran
+    assert past.status_code == 504 and DEADLINE_HEADER in past.json()["error"]
+    assert unreadable.status_code == 400 and "unix time in seconds" in unreadable.json()["error"]
+    assert cloud.passes == 1 and health["expired"] == 2 and health["forward_passes"] == 1
+
+
+def test_the_device_client_sends_its_deadline_so_a_request_it_gave_up_on_costs_no_pass(world, body):
+    cloud = GatedCloud(world["llm"])
+    seq = torch.tensor([[1, 2]])
+    with LoopbackServer(app_of(world, cloud=cloud, max_batch=1, max_queue=4)) as server:
+        remote = HttpCloud(server.url, world["tokens"], timeout=0.3)
+        with Jammed(server, cloud, body):
+            with pytest.raises(CloudUnavailable):  # timed out on the device
+                remote.candidates(seq, torch.tensor([2]), 3)
+            assert server.server.config.app.state.batcher.depth() == 1  # still queued in the cloud
+        wait_until(lambda: server.server.config.app.state.batcher.depth() == 0, "the queue drained")
+        assert post(server.url, body).status_code == 200  # the service's worker is past the dropped request
+        remote.close()
+    assert cloud.passes == 2  # the held request's and the last one's: none for the request given up on
+
+
+def test_the_device_serves_its_cached_list_when_the_cloud_sheds_its_request(world, body):
+    cloud = GatedCloud(world["llm"])
+    turn = replay_turns(world["protocol"])[0]
+    with LoopbackServer(app_of(world, cloud=cloud, max_batch=1, max_queue=1)) as server:
+        remote = HttpCloud(server.url, world["tokens"], timeout=5.0)
+        device = DeviceClient(world["srm"], always_bundle(world), remote)
+        assert device.receive(turn.user, turn.stale)
+        with Jammed(server, cloud, body) as jam:
+            jam.ask()
+            jam.wait_queued(1)
+            started = time.perf_counter()
+            shown = device.recommend(turn.user, turn.fresh)
+            waited = time.perf_counter() - started
+        remote.close()
+    assert shown.requested and not shown.fresh and device.failures == 1 and device.shed == 1
+    assert waited < 2.0  # the 503 came at once, not after the 5 s timeout
+    assert [(call.ok, call.status) for call in remote.calls] == [(True, 200), (False, 503)]
+    cached = DeviceClient(world["srm"], always_bundle(world, always=False), remote)
+    cached._cached[turn.user] = device._cached[turn.user]  # the list the device held when the cloud shed it
+    expected = cached.recommend(turn.user, turn.fresh)
+    assert torch.equal(shown.item_ids, expected.item_ids) and torch.equal(shown.scores, expected.scores)
+
+
+def test_the_replay_report_counts_shed_calls_apart_from_refusals(world):
+    turns = replay_turns(world["protocol"])[:3]
+    calls = [Call(0.01, 10, 20, True, 200), Call(0.01, 0, 0, False, 503), Call(0.3, 0, 0, False, 504),
+             Call(0.01, 0, 0, False, 422), Call(1.0, 0, 0, False, None)]
+    log = ReplayLog([Outcome() for _ in turns], calls, failures=4, seconds=1.0)
+    simulation = {"users": [turn.user for turn in turns], "test": [0.0] * len(turns)}
+    report = replay_report(world["config"].final_config_dict, log, turns, simulation)
+    assert report["shed"] == 2 and report["refused"] == 1 and report["failures"] == 4
+    assert "| shed | 2 |" in replay_table(report).splitlines()
+
+
+def test_metrics_count_what_the_service_answered(world, body):
+    cloud = GatedCloud(world["llm"])
+    app_of(world, cloud=cloud)  # a second service in this process: registries of their own, no clash
+    with LoopbackServer(app_of(world, cloud=cloud, max_batch=1, max_queue=1)) as server:
+        for _ in range(2):
+            assert post(server.url, body).status_code == 200
+        assert post(server.url, {"history": [], "k": 3}).status_code == 422
+        with Jammed(server, cloud, body) as jam:
+            jam.ask()
+            jam.wait_queued(1)
+            refused = [post(server.url, body).status_code for _ in range(3)]
+            during = metric_samples(server.url)
+        samples = metric_samples(server.url)
+    assert refused == [503] * 3 and jam.statuses == [200, 200]
+    assert during[("lsc_queue_depth", ())] == 1 and samples[("lsc_queue_depth", ())] == 0
+    assert samples[("lsc_candidate_requests_total", (("status", "503"),))] == 3
+    assert samples[("lsc_candidate_requests_total", (("status", "200"),))] == 4
+    assert samples[("lsc_candidate_requests_total", (("status", "422"),))] == 1
+    assert samples[("lsc_candidate_request_seconds_count", ())] == 8
+    assert samples[("lsc_batch_size_count", ())] == 4 == cloud.passes
+    assert samples[("lsc_batch_size_sum", ())] == 4  # max_batch 1: one request a pass
+    assert samples[("lsc_forward_pass_seconds_count", ())] == 4
+
+
+@pytest.mark.parametrize("value, says", [("0", "'serve_max_queue' must be >= 1, got 0"),
+                                         ("x", "'serve_max_queue' must be an integer, got 'x'")])
+def test_a_bad_serve_max_queue_is_refused_in_one_line(tiny_config, value, says):
+    with pytest.raises(ConfigError) as info:
+        LSCConfig("LSC4Rec", "mltiny", config_dict=dict(tiny_config), cmd_args=[f"--serve_max_queue={value}"])
+    assert says in str(info.value) and len(str(info.value).splitlines()) == 1
+    assert LSCConfig("LSC4Rec", "mltiny", config_dict=dict(tiny_config))["serve_max_queue"] == 64
