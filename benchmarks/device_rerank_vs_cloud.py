@@ -4,7 +4,8 @@ Cloud: LLMRec's exact top-C on the stale history (``InProcessCloud.candidates``)
 pipeline's ``measure_cost`` times it. Device, two ways, both on the fresh test histories:
 
 * candidates only: ``DeviceSRM.score_lists`` (``candidate_scores``: C dot products per user
-  for the SRMs in ``DOT_PRODUCT_SRMS``, full scoring + gather for any other): the deployment
+  for the SRMs whose scores are dot products with an item table, ``scores_are_dot_products``;
+  full scoring + gather for any other, ``srm_candidate_scoring`` in the cost figures): the deployment
   cost, and the path ``measure_cost`` times as the pipeline's device cost;
 * full catalogue: ``DeviceSRM.score_catalogue`` then gather: the SRM scores the WHOLE
   catalogue and gathers the C candidates (the pipeline needs the full scores for two request

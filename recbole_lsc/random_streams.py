@@ -8,6 +8,7 @@ the process's generators as it found them.
 import contextlib
 import hashlib
 
+import numpy as np
 import torch
 
 
@@ -27,3 +28,16 @@ def random_stream(seed):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def numpy_stream_from_torch():
+    """Inside the block ``np.random`` (which RecBole's samplers draw from) is seeded with one draw
+    of torch's global generator, so it follows the stream of the stage or device that seeded
+    torch's; after the block ``np.random`` is as before."""
+    state = np.random.get_state()
+    np.random.seed(int(torch.randint(0, 2**32 - 1, (1,)).item()))
+    try:
+        yield
+    finally:
+        np.random.set_state(state)

@@ -7,6 +7,7 @@ Every test runs in its own temporary working directory (RecBole writes ./log,
 import os
 import sys
 
+import numpy as np
 import pytest
 
 import recbole_lsc  # noqa: F401  (compat shim before recbole)
@@ -28,6 +29,49 @@ def write_tiny_ml100k(folder, name="mltiny", n_users=60):
         os.path.join(target, f"{name}.item"), "w", encoding="utf-8"
     ) as dst:
         dst.write(src.read())
+    return target
+
+
+def write_tiny_knowledge_graph(target, name="mltiny", per_head=3):
+    """ml-100k's ``.link`` rows of the items in ``target``'s ``.inter`` and, for each linked
+    entity, its first ``per_head`` ``.kg`` triples; returns ``(entity tokens, relation tokens)``."""
+    with open(os.path.join(target, f"{name}.inter"), encoding="utf-8") as handle:
+        items = {line.split("\t")[1] for line in handle.read().splitlines()[1:]}
+    with open(os.path.join(ML100K_DIR, "ml-100k.link"), encoding="utf-8") as src:
+        link_header, *links = src.read().splitlines()
+    links = [line for line in links if line.split("\t")[0] in items]
+    linked = {line.split("\t")[1] for line in links}
+    with open(os.path.join(ML100K_DIR, "ml-100k.kg"), encoding="utf-8") as src:
+        kg_header, *triples = src.read().splitlines()
+    kept, count = [], {}
+    for line in triples:
+        head = line.split("\t")[0]
+        if head in linked and count.get(head, 0) < per_head:
+            kept.append(line)
+            count[head] = count.get(head, 0) + 1
+    for suffix, header, rows in (("link", link_header, links), ("kg", kg_header, kept)):
+        with open(os.path.join(target, f"{name}.{suffix}"), "w", encoding="utf-8") as dst:
+            dst.write("\n".join([header, *rows]) + "\n")
+    entities = sorted(linked | {line.split("\t")[2] for line in kept})
+    return entities, sorted({line.split("\t")[1] for line in kept})
+
+
+def write_vectors(target, name, suffix, tokens, width, seed=0):
+    """``<name>.<suffix>``: a random vector of ``width`` numbers per token, as RecBole reads
+    pretrained knowledge-graph embeddings (``<suffix>_id:token``, ``<suffix>_emb:float_seq``)."""
+    vectors = np.random.default_rng(seed).normal(size=(len(tokens), width)).round(4)
+    rows = [f"{token}\t{' '.join(map(str, vector))}" for token, vector in zip(tokens, vectors)]
+    with open(os.path.join(target, f"{name}.{suffix}"), "w", encoding="utf-8") as dst:
+        dst.write("\n".join([f"{suffix}_id:token\t{suffix}_emb:float_seq", *rows]) + "\n")
+
+
+def write_tiny_ml100k_with_graph(folder, name="mltiny", n_users=30, width=16):
+    """:func:`write_tiny_ml100k` plus a knowledge graph (``.kg``, ``.link``) and pretrained
+    vectors of ``width`` numbers for its entities (``.ent``) and relations (``.rel``)."""
+    target = write_tiny_ml100k(folder, name, n_users)
+    entities, relations = write_tiny_knowledge_graph(target, name)
+    write_vectors(target, name, "ent", entities, width)
+    write_vectors(target, name, "rel", relations, width, seed=1)
     return target
 
 

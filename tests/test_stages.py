@@ -310,3 +310,4 @@ def test_cost_figures(tiny_config):
     assert cost["srm_parameters"] == sum(p.numel() for p in model.srm.model.parameters())
     assert cost["cloud_seconds_per_user"] > 0 and cost["device_seconds_per_user"] > 0
     assert math.isclose(cost["cloud_over_device"], cost["cloud_seconds_per_user"] / cost["device_seconds_per_user"])
+    assert cost["srm_candidate_scoring"] == "candidate embeddings only"  # SASRec: C dot products, no catalogue

@@ -121,18 +121,19 @@ def lsc4rec_config(tiny_config, **extra):
             "trained_srm_cache": str(tiny_config["checkpoint_dir"]) + "/srm_store", **extra}
 
 
-def test_srm_store_reuses_the_trained_srms(tiny_config, caplog):
-    config = lsc4rec_config(tiny_config)
+@pytest.mark.parametrize("trainer", ["sequence", "recbole"])
+def test_srm_store_reuses_the_trained_srms(tiny_config, trainer):
+    config = lsc4rec_config(tiny_config, srm_trainer=trainer)
     first = run_recbole_lsc("LSC4Rec", "mltiny", config_dict=config)
     second = run_recbole_lsc("LSC4Rec", "mltiny", config_dict=config)
     stages = second["runs"][0]["stages"]
     assert "cached" in stages["srm"] and "cached" in stages["device_srm"]
-    assert stages["srm"]["trainer"] == "sequence"
+    assert stages["srm"]["trainer"] == trainer
     rows = {row["name"]: row for row in first["rows"]}
     for row in second["rows"]:
         assert row["test"] == rows[row["name"]]["test"], row["name"]
     srm_row = next(row for row in second["rows"] if row["role"] == "srm")
-    assert srm_row["srm_trainer"] == "sequence"
+    assert srm_row["srm_trainer"] == trainer
 
 
 def test_stride_larger_than_the_window_is_refused(tiny_config):

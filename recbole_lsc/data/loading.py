@@ -10,7 +10,8 @@ that such a file is ignored. ``LSCConfig`` refuses the options that would write 
 
 Every dataset class reads its atomic files through
 :class:`~recbole_lsc.data.atomic.AtomicFileMixin` (quotes, line ends, byte-order marks, bad
-bytes and missing columns). Sequential datasets are built as :class:`LSCSequentialDataset`,
+bytes and missing columns) and keeps preloaded vectors as float32
+(:class:`Float32PreloadMixin`). Sequential datasets are built as :class:`LSCSequentialDataset`,
 RecBole's class plus one log line per cleaning step that changed the data: duplicate (user, item) rows kept or dropped,
 rows out of time order (RecBole sorts them; ties keep file order) and users or interactions
 removed by the filters.
@@ -20,6 +21,7 @@ import importlib
 import logging
 import os
 
+import numpy as np
 import recbole.data
 import recbole.data.utils as recbole_data_utils
 from recbole.data.dataset import SequentialDataset
@@ -47,7 +49,20 @@ def _inter_stats(frame, uid, iid, time):
     return stats
 
 
-class LSCSequentialDataset(AtomicFileMixin, SequentialDataset):
+class Float32PreloadMixin:
+    """Put before a RecBole Dataset class: preloaded vectors (``preload_weight``) are float32.
+
+    RecBole keeps them as float64 numpy arrays; a model parameter copies them into float32
+    anyway, but KSR multiplies its relation vectors, made a float64 tensor, with float32 states:
+    a dtype error in RecBole 1.2.1. float32 is the dtype of every model's parameters.
+    """
+
+    def _preload_weight_matrix(self):
+        super()._preload_weight_matrix()
+        self._preloaded_weight = {field: matrix.astype(np.float32) for field, matrix in self._preloaded_weight.items()}
+
+
+class LSCSequentialDataset(AtomicFileMixin, Float32PreloadMixin, SequentialDataset):
     """RecBole's SequentialDataset that logs, with counts, what its data filtering changed."""
 
     def _data_filtering(self):
@@ -106,7 +121,7 @@ def dataset_class(config):
     if cls is SequentialDataset:
         return LSCSequentialDataset
     if cls not in _READERS:
-        _READERS[cls] = type(cls.__name__, (AtomicFileMixin, cls), {"__module__": __name__})
+        _READERS[cls] = type(cls.__name__, (AtomicFileMixin, Float32PreloadMixin, cls), {"__module__": __name__})
     return _READERS[cls]
 
 

@@ -103,7 +103,12 @@ def stage_decision(before, after, must_beat_start, selection):
 def train_epoch(srm, optimizer, interaction, loss_of, order, config, desc=None):
     """One epoch over ``interaction`` in ``order``, ``train_batch_size`` samples a step;
     ``loss_of(srm, batch, index)`` gets the rows ``index`` of ``interaction``. A progress bar
-    only with a ``desc`` (and ``show_progress``)."""
+    only with a ``desc`` (and ``show_progress``).
+
+    A batch whose loss is not a number takes no step: a device's few samples can leave an SRM's
+    own loss without a term (BERT4Rec's masking may mask none of them, and its mean over no
+    masked position is 0/0), and one such step would turn every weight into NaN.
+    """
     srm.train()
     size = config["train_batch_size"]
     batches = range(0, len(order), size)
@@ -111,6 +116,8 @@ def train_epoch(srm, optimizer, interaction, loss_of, order, config, desc=None):
         index = order[start : start + size]
         optimizer.zero_grad()
         loss = loss_of(srm, interaction[index].to(config["device"]), index)
+        if not torch.isfinite(loss):
+            continue
         loss.backward()
         optimizer.step()
 

@@ -12,7 +12,9 @@ def parameter_count(module):
 
 def measure_cost(config, cloud, srm, protocol, stale_ids):
     """Seconds per test user of cloud candidate generation (stale histories) and of device
-    re-ranking (candidate-only SRM scores of ``stale_ids``), bytes of a request, model sizes."""
+    re-ranking (the SRM's scores of ``stale_ids``: ``srm_candidate_scoring`` says whether it read
+    the candidates' embeddings only or scored the whole catalogue and gathered), bytes of a
+    request, model sizes."""
     samples = protocol.samples("test")
     item_seq, item_len = protocol.history(samples, "stale", cloud.max_history)
     start = time.perf_counter()
@@ -27,6 +29,7 @@ def measure_cost(config, cloud, srm, protocol, stale_ids):
         "cloud_seconds_per_user": cloud_seconds,
         "device_seconds_per_user": device_seconds,
         "cloud_over_device": cloud_seconds / device_seconds if device_seconds else None,
+        "srm_candidate_scoring": srm.candidate_scoring,
         # a request: the history's item ids (int32) up; C (item id, score) pairs (int32, float32) down
         "bytes_per_request": int(4 * history.mean() + 8 * config["candidate_num"]),
         "llm_parameters": parameter_count(cloud.llm),

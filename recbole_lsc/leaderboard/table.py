@@ -121,7 +121,9 @@ def markdown(rows, metrics, configs, costs=()):
         lines += ["| " + " | ".join(_cell(cost[column]) for column in COST_COLUMNS) + " |" for cost in costs]
         lines += ["", "Means over seeds. LLM seconds and epochs are those of the run that trained the cloud "
                   "(a cloud loaded from the trained-LLM store reports its training run's); per user: one "
-                  "candidate list (cloud) and one re-ranking (device), batched as in the simulation.", ""]
+                  "candidate list (cloud) and one re-ranking (device), batched as in the simulation; device_scoring: "
+                  "whether the device read only the candidates' embeddings or scored the whole catalogue and "
+                  "gathered the candidates' scores (an SRM whose scores are not dot products with an item table).", ""]
     lines += ["## configs", ""]
     for config_id, spec in sorted(configs.items()):
         lines.append(f"- `{config_id}`: config files {spec['config_files'] or '-'}; overrides "
@@ -132,7 +134,7 @@ def markdown(rows, metrics, configs, costs=()):
 COST_COLUMNS = ("dataset", "variant", "backbone", "seeds", "llm_parameters", "srm_parameters",
                 "llm_epochs_per_seed", "srm_epochs_per_seed", "device_srm_epochs_per_seed", "llm_epochs",
                 "llm_seconds", "llm_seconds_per_epoch", "llm_train_seconds_per_epoch", "llm_valid_seconds_per_pass",
-                "cloud_seconds_per_user", "device_seconds_per_user")
+                "cloud_seconds_per_user", "device_seconds_per_user", "device_scoring")
 
 
 def cost_rows(runs):
@@ -159,6 +161,9 @@ def cost_rows(runs):
             "llm_valid_seconds_per_pass": _mean(log.get("valid_seconds_per_pass") for log in llm),
             "cloud_seconds_per_user": _mean(c.get("cloud_seconds_per_user") for c in cost),
             "device_seconds_per_user": _mean(c.get("device_seconds_per_user") for c in cost),
+            # the SRM read only the candidates' embeddings, or scored the whole catalogue and gathered
+            "device_scoring": ", ".join(dict.fromkeys(c["srm_candidate_scoring"] for c in cost
+                                                      if "srm_candidate_scoring" in c)) or None,
         })
     return rows
 
