@@ -207,21 +207,35 @@ class DeviceCloudProtocol:
         ``max_len`` items before it inside its window. Returns ``(items [W, max_len + 1],
         lengths [W])``, right-padded with 0; the first item of a window is context only.
         """
+        items, lengths, _ = self.windows(np.maximum(self.lengths - 2 - self.cloud_lag, 0), max_len, max_len)
+        return items, lengths
+
+    def windows(self, ends, max_len, stride):
+        """Each user's items ``0..ends[user] - 1`` cut from the end into windows of at most
+        ``max_len + 1`` items that advance by ``stride``: every position >= 1 is a target of
+        exactly one window, its newest ``stride`` (the first window of a user: all it has left).
+
+        Returns ``(items [W, max_len + 1], lengths [W], first_target [W])``, right-padded with 0;
+        window w's targets are its positions ``first_target[w]..lengths[w] - 1``.
+        """
         span = max_len + 1
-        windows, lengths = [], []
-        for user, n in enumerate(self.lengths):
-            cloud = self.items[self.offsets[user] : self.offsets[user] + max(n - 2 - self.cloud_lag, 0)]
-            end = len(cloud)
+        rows, lengths, firsts = [], [], []
+        for user in np.flatnonzero(ends >= 2):
+            sequence = self.items[self.offsets[user] : self.offsets[user] + ends[user]]
+            end = len(sequence)
             while end >= 2:
                 start = max(end - span, 0)
                 row = np.zeros(span, dtype=np.int64)
-                row[: end - start] = cloud[start:end]
-                windows.append(row)
+                row[: end - start] = sequence[start:end]
+                rows.append(row)
                 lengths.append(end - start)
-                end = start + 1
-        if not windows:
-            return np.zeros((0, span), dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.stack(windows), np.array(lengths, dtype=np.int64)
+                firsts.append(1 if start == 0 else max(end - stride - start, 1))
+                if start == 0:
+                    break
+                end -= stride
+        if not rows:
+            return np.zeros((0, span), dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.stack(rows), np.array(lengths, dtype=np.int64), np.array(firsts, dtype=np.int64)
 
 
 def model_fields(model):

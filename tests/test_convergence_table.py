@@ -54,4 +54,4 @@ def test_table_puts_runs_side_by_side(convergence, tmp_path, capsys):
     assert convergence.main(["--table", *outputs]) == 0
     text = capsys.readouterr().out
     assert "before.json: epochs (best)" in text and "after.json: wall s" in text
-    assert "| llm | " in text and "10 (5)" in text and "| whole job (wall s) |" in text and "142.0" in text
+    assert "| llm | " in text and "10 (5)" in text and "| whole job (wall s) |" in text and "| 142 |" in text

@@ -57,23 +57,8 @@ def target_windows(protocol, phase, max_len, stride):
     samples = protocol.samples(phase)
     last = np.full(len(protocol.lengths), -1, dtype=np.int64)
     np.maximum.at(last, samples.user, samples.position)  # phases are contiguous from position 1
-    span = max_len + 1
-    rows, firsts = [], []
-    for user in np.flatnonzero(last >= 1):
-        sequence = protocol.items[protocol.offsets[user] : protocol.offsets[user] + last[user] + 1]
-        end = len(sequence)
-        while end >= 2:
-            start = max(end - span, 0)
-            row = np.zeros(span, dtype=np.int64)
-            row[: end - start] = sequence[start:end]
-            rows.append(row)
-            firsts.append(1 if start == 0 else max(end - stride - start, 1))
-            if start == 0:
-                break
-            end -= stride
-    if not rows:
-        return np.zeros((0, span), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.stack(rows), np.array(firsts, dtype=np.int64)
+    items, _, firsts = protocol.windows(last + 1, max_len, stride)
+    return items, firsts
 
 
 def window_loss(model, items, first_target):
