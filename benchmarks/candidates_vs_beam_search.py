@@ -16,11 +16,11 @@ import sys
 import time
 
 import torch
-from recbole.data import create_dataset
 
 from _common import base_config_dict, emit, environment, markdown, parse, parser, run, sync
 from recbole_lsc.cloud.llmrec import LLMRec
 from recbole_lsc.config import LSCConfig
+from recbole_lsc.data.loading import create_dataset
 from recbole_lsc.experiment.cost import parameter_count
 from recbole_lsc.protocol import DeviceCloudProtocol, model_fields
 

@@ -13,13 +13,13 @@ with ``--epochs N``, after N training epochs (no early stopping). Reports second
 import sys
 import time
 
-from recbole.data import create_dataset
 from recbole.utils import init_seed
 
 import _common
 from recbole_lsc.cloud.llmrec import LLMRec
 from recbole_lsc.cloud.trainer import LLMRecTrainer
 from recbole_lsc.config import LSCConfig
+from recbole_lsc.data.loading import create_dataset
 from recbole_lsc.protocol import DeviceCloudProtocol
 
 PRETRAINED = {"llm_backbone": "smollm2-135m", "llm_lora": True, "llm_batch_size": 16}

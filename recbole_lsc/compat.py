@@ -4,8 +4,9 @@ Imported by ``recbole_lsc/__init__.py`` before any recbole module. It adds alias
 newer numpy removed and silences warnings RecBole triggers every epoch; it does not touch
 ``torch.load`` (checkpoints are handled safely in :mod:`recbole_lsc.checkpoint`).
 
-It routes ``recbole.data``'s dataset and dataloader loading through
-:mod:`recbole_lsc.data.loading`, which never unpickles RecBole's cached datasets.
+It rebinds no RecBole function: ``recbole.data.create_dataset`` stays RecBole's, and the
+plugin's paths call :mod:`recbole_lsc.data.loading` (which never unpickles RecBole's cached
+datasets or dataloaders) explicitly.
 
 It also switches autograd anomaly detection back off: RecBole's ``sine.py`` turns it on for
 the whole process when ``recbole.model.sequential_recommender`` is imported, which halves
@@ -29,7 +30,3 @@ import recbole.model.sequential_recommender  # noqa: E402,F401  (runs sine.py's 
 import torch  # noqa: E402
 
 torch.autograd.set_detect_anomaly(False)
-
-from recbole_lsc.data import loading  # noqa: E402
-
-loading.install()

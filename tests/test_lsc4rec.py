@@ -137,7 +137,7 @@ def test_bad_values_are_refused_before_training(small_config, key, value, messag
 @pytest.mark.parametrize("srm", ["SASRec", "GRU4Rec", "NARM", "BERT4Rec"])
 def test_candidate_only_device_scores_equal_the_gathered_full_ranking(small_config, srm):
     import torch
-    from recbole.data import create_dataset
+    from recbole_lsc.data.loading import create_dataset
 
     from recbole_lsc.config import srm_config_of
     from recbole_lsc.lsc4rec import LSC4Rec

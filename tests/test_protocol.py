@@ -205,7 +205,7 @@ def _assert_matches_recbole(protocol, train_data, valid_data, test_data, max_len
 
 
 def _recbole_data(tiny_config):
-    from recbole.data import create_dataset
+    from recbole_lsc.data.loading import create_dataset
 
     from recbole_lsc.config import LSCConfig
 
@@ -214,7 +214,7 @@ def _recbole_data(tiny_config):
 
 
 def test_from_dataset_after_data_preparation_matches_recbole(tiny_config):
-    from recbole.data import data_preparation
+    from recbole_lsc.data.loading import data_preparation
 
     config, dataset = _recbole_data(tiny_config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
@@ -228,7 +228,7 @@ def test_from_dataset_after_data_preparation_matches_recbole(tiny_config):
 
 def test_from_dataset_before_data_preparation_matches_recbole(tiny_config):
     """``user_sequences`` documents that it works before ``dataset.build()`` too."""
-    from recbole.data import data_preparation
+    from recbole_lsc.data.loading import data_preparation
 
     config, dataset = _recbole_data(tiny_config)
     protocol = DeviceCloudProtocol.from_dataset(dataset, cloud_lag=2)

@@ -18,10 +18,10 @@ import re
 import numpy as np
 import pytest
 import torch
-from recbole.data import create_dataset, data_preparation
 
 import recbole_lsc
 import recbole_lsc.cloud.backbones as llm_backbone
+from recbole_lsc.data.loading import create_dataset, data_preparation
 import recbole_lsc.experiment.lsc4rec as lsc4rec_pipeline
 from recbole_lsc.cli import main
 from recbole_lsc.config import LSCConfig, srm_config_of
@@ -274,7 +274,7 @@ def test_recbole_pickled_dataset_caches_are_ignored(tiny_config, caplog):
             pickle.dump(Payload(marker), handle)
     config = LSCConfig("SASRec", "mltiny", config_dict=tiny_config)
     with caplog.at_level(logging.WARNING):
-        train, _, _ = data_preparation(config, create_dataset(config))  # RecBole's own names, patched
+        train, _, _ = data_preparation(config, create_dataset(config))  # the plugin's loaders
     assert not os.path.exists(marker) and len(train.dataset) > 0
     assert caplog.text.count("recbole-lsc never unpickles cached") == 2
     for key in ("dataset_save_path", "dataloaders_save_path"):

@@ -5,10 +5,10 @@ with one model for the fleet (``fleet``)."""
 import numpy as np
 import pytest
 import torch
-from recbole.data import create_dataset
 
 from recbole_lsc.cloud.source import InProcessCloud
 from recbole_lsc.config import srm_config_of
+from recbole_lsc.data.loading import create_dataset
 from recbole_lsc.device.per_device import PerDeviceSRM
 from recbole_lsc.experiment.collaboration import Collaboration, phase_lists
 from recbole_lsc.experiment.lists import CloudLists

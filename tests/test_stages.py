@@ -218,7 +218,7 @@ def test_ablation_states_come_from_the_states_that_skipped_a_stage(monkeypatch, 
 
 
 def test_llm_early_stopping_restores_the_best_epoch(monkeypatch, tiny_config):
-    from recbole.data import create_dataset
+    from recbole_lsc.data.loading import create_dataset
 
     from recbole_lsc.cloud.llmrec import LLMRec
     from recbole_lsc.config import LSCConfig
@@ -287,7 +287,7 @@ def test_with_seed_copies_the_config(tiny_config):
 
 
 def test_cost_figures(tiny_config):
-    from recbole.data import create_dataset
+    from recbole_lsc.data.loading import create_dataset
 
     from recbole_lsc.cloud.source import InProcessCloud
     from recbole_lsc.config import LSCConfig, srm_config_of

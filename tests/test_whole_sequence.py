@@ -5,9 +5,9 @@ SRM store gives back the same model without training it again."""
 import numpy as np
 import pytest
 import torch
-from recbole.data import create_dataset, data_preparation
 from recbole.model.sequential_recommender import GRU4Rec, SASRec
 
+from recbole_lsc.data.loading import create_dataset, data_preparation
 from recbole_lsc.device.sequence_trainer import WholeSequenceTrainer
 from recbole_lsc.device.srm import DeviceSRM
 from recbole_lsc.device.whole_sequence import supports_whole_sequence, target_windows, window_loss

@@ -37,7 +37,13 @@ ARCHITECTURE_KEYS = (
 
 
 class LLMRec(SequentialRecommender):
-    """Next-item language model with one token per item (see module docstring)."""
+    r"""LLMRec, the cloud LLM of LSC4Rec: a next-item language model with one token per item
+    (see the module docstring).
+
+    Reference:
+        Lv et al. "Collaboration of Large Language Models and Small Recommendation Models for
+        Device-Cloud Recommendation." in KDD 2025.
+    """
 
     input_type = InputType.POINTWISE
 

@@ -27,6 +27,11 @@ from recbole_lsc.protocol import model_fields
 
 
 class LLMRecTrainer:
+    """The cloud LLM's trainer (``get_trainer(..., "LLMRec")``): next-item loss on every position
+    of the protocol's cloud windows, early stopping on validation (see the module docstring).
+    It takes the :class:`~recbole_lsc.protocol.DeviceCloudProtocol` instead of RecBole's
+    dataloaders: the windows and the stale/fresh histories come from it."""
+
     def __init__(self, config, model, protocol):
         self.config = config
         self.model = model

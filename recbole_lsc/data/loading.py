@@ -3,10 +3,11 @@
 RecBole's ``create_dataset`` unpickles ``<checkpoint_dir>/<dataset>-<Class>.pth`` (or
 ``dataset_save_path``) when it exists, and ``data_preparation`` unpickles
 ``<dataset>-for-<model>-dataloader.pth`` (or ``dataloaders_save_path``): a file anyone who can
-write to ``saved/`` can swap, and unpickling it runs arbitrary code. ``install`` (called by
-:mod:`recbole_lsc.compat`, so before any plugin, benchmark or test code imports them) replaces
-both in ``recbole.data`` by versions that always rebuild from the atomic files and only warn
-that such a file is ignored. ``LSCConfig`` refuses the options that would write them.
+write to ``saved/`` can swap, and unpickling it runs arbitrary code. This module's
+:func:`create_dataset` and :func:`data_preparation` always rebuild from the atomic files and
+only warn that such a file is ignored; every plugin path calls them explicitly, and
+``recbole.data`` keeps RecBole's own functions (importing the plugin rebinds nothing in
+RecBole). ``LSCConfig`` refuses the options that would write them.
 
 Every dataset class reads its atomic files through
 :class:`~recbole_lsc.data.atomic.AtomicFileMixin` (quotes, line ends, byte-order marks, bad
@@ -22,10 +23,10 @@ import logging
 import os
 
 import numpy as np
-import recbole.data
-import recbole.data.utils as recbole_data_utils
 from recbole.data.dataset import SequentialDataset
-from recbole.utils import ModelType
+from recbole.data.utils import create_samplers, get_dataloader
+from recbole.sampler import KGSampler
+from recbole.utils import ModelType, set_color
 
 from recbole_lsc.data.atomic import AtomicFileMixin
 from recbole_lsc.errors import ConfigError
@@ -142,17 +143,39 @@ def create_dataset(config):
     return cls(config)
 
 
-def load_split_dataloaders(config):
-    """Stands in for RecBole's loader of pickled dataloaders: never loads one (returns None)."""
+def ignore_pickled_dataloaders(config):
+    """Warn about the pickled dataloaders RecBole's ``data_preparation`` would load: never loaded."""
     _ignore_pickle(config["dataloaders_save_path"], "dataloaders")
     default = os.path.join(config["checkpoint_dir"], f"{config['dataset']}-for-{config['model']}-dataloader.pth")
     _ignore_pickle(default, "dataloaders")
-    return None
 
 
-def install():
-    """Route ``recbole.data``'s loaders through this module (idempotent)."""
-    recbole_data_utils.create_dataset = create_dataset
-    recbole_data_utils.load_split_dataloaders = load_split_dataloaders
-    recbole.data.create_dataset = create_dataset
-    recbole.data.load_split_dataloaders = load_split_dataloaders
+def data_preparation(config, dataset):
+    """RecBole's ``data_preparation`` without its pickled-dataloader branch: ``(train, valid, test)``.
+
+    Built from RecBole's own pieces (``dataset.build``, ``create_samplers``, ``get_dataloader``)
+    in RecBole's order, so the loaders, and the random draws they make, are RecBole's.
+    """
+    ignore_pickled_dataloaders(config)
+    built = dataset.build()
+    samplers = create_samplers(config, dataset, built)
+    if config["MODEL_TYPE"] == ModelType.KNOWLEDGE:
+        args = config["train_neg_sample_args"]
+        kg_sampler = KGSampler(dataset, args["distribution"], args["alpha"])
+        train = get_dataloader(config, "train")(config, built[0], samplers[0], kg_sampler, shuffle=True)
+    else:
+        train = get_dataloader(config, "train")(config, built[0], samplers[0], shuffle=config["shuffle"])
+    valid = get_dataloader(config, "valid")(config, built[1], samplers[1], shuffle=False)
+    test = get_dataloader(config, "test")(config, built[2], samplers[2], shuffle=False)
+    _log_loader_settings(config)
+    return train, valid, test
+
+
+def _log_loader_settings(config):
+    """The two lines RecBole's ``data_preparation`` logs, so a plugin run's log reads like RecBole's."""
+    logger = logging.getLogger()
+    for stage, (size, args) in (("[Training]: ", ("train_batch_size", "train_neg_sample_args")),
+                                ("[Evaluation]: ", ("eval_batch_size", "eval_args"))):
+        logger.info(set_color(stage, "pink") + set_color(size, "cyan") + " = "
+                    + set_color(f"[{config[size]}]", "yellow") + set_color(f" {args}", "cyan") + ": "
+                    + set_color(f"[{config[args]}]", "yellow"))

@@ -14,7 +14,7 @@ from recbole_lsc.deployment.serve import bearer_token, serve
 from recbole_lsc.errors import ConfigError
 from recbole_lsc.experiment.lsc4rec import load_dataset
 from recbole_lsc.quick_start import build_config
-from recbole_lsc.results import markdown_table, result_row, write_results
+from recbole_lsc.results import markdown_table, report_table, result_row, write_results
 
 # replay keys the service does not need
 _REPLAY_ONLY = ("replay_bundle", "replay_clients", "replay_cloud_url", "replay_stop_cloud_after", "request_timeout")
@@ -78,8 +78,8 @@ def replay_main(argv):
     row = result_row(f"LSC4Rec replay ({bundle.device_catalogue})", "replay", {}, report["test"],
                      device_catalogue=bundle.device_catalogue, clients=config["replay_clients"])
     path = write_results(config, [row], replay=report, replay_bundle=os.path.abspath(config["replay_bundle"]))
-    print(markdown_table([row]))
-    print(replay_table(report))
+    report_table("replay result", markdown_table([row]))
+    report_table("replay against the simulation", replay_table(report))
     logging.getLogger().info(f"results written to {path}")
     return 0 if replay_passed(report) else 1
 

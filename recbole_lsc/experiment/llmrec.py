@@ -7,12 +7,12 @@ import os
 import uuid
 
 import torch
-from recbole.data import create_dataset
 from recbole.utils import init_seed
 
 from recbole_lsc.cloud.llmrec import LLMRec
 from recbole_lsc.cloud.source import InProcessCloud
 from recbole_lsc.cloud.trainer import train_or_load
+from recbole_lsc.data.loading import create_dataset
 from recbole_lsc.experiment.cost import parameter_count
 from recbole_lsc.protocol import DeviceCloudProtocol
 from recbole_lsc.results import result_row

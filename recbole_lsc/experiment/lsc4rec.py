@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
 from recbole_lsc.cloud.source import InProcessCloud
 from recbole_lsc.cloud.trainer import train_or_load
 from recbole_lsc.config import srm_config_of
+from recbole_lsc.data.loading import create_dataset, data_preparation
 from recbole_lsc.errors import ConfigError
 from recbole_lsc.evaluation.metrics import metric_values, summary
 from recbole_lsc.evaluation.ranks import catalogue_ranks, list_ranks
@@ -260,3 +260,21 @@ def run_lsc4rec(config, saved=True):
         "device_bundles": runs[0].pop("bundles"),
     }
     return rows, extra
+
+
+class LSC4RecTrainer:
+    """The trainer ``get_trainer(..., "LSC4Rec")`` returns; it only runs :func:`run_lsc4rec`.
+
+    LSC4Rec has no single training loop for a RecBole ``Trainer``: it trains the cloud LLM, the
+    device SRMs, then the cooperative and re-training stages, each on the device-cloud
+    protocol's own samples, and fits fusion and requests on validation. So this class takes no
+    model or dataloaders: ``fit`` builds the data and both models from the config and runs every
+    seed, as ``recbole-lsc --model=LSC4Rec`` does (without writing ``results.json``).
+    """
+
+    def __init__(self, config):
+        self.config = config
+
+    def fit(self, saved=True):
+        """Run the whole pipeline; ``(rows, extra)`` as :func:`run_lsc4rec` returns them."""
+        return run_lsc4rec(self.config, saved=saved)

@@ -2,10 +2,10 @@
 
 import logging
 
-from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
 from recbole_lsc.checkpoint import load_checkpoint
+from recbole_lsc.data.loading import create_dataset, data_preparation
 from recbole_lsc.results import result_row
 from recbole_lsc.utils import get_model, get_trainer
 
