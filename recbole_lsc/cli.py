@@ -4,12 +4,15 @@ Usage: ``recbole-lsc --model=SASRec --dataset=ml-100k [--config_files="a.yaml b.
 Every ``--key=value`` other than the three above is a config value (RecBole's rule).
 ``recbole-lsc benchmark ...`` runs a sweep into a leaderboard (``recbole_lsc.leaderboard.command``);
 ``recbole-lsc serve ...`` starts the cloud's candidate service and ``recbole-lsc replay ...`` replays
-the test users through device clients against it (``recbole_lsc.deployment``).
+the test users through device clients against it (``recbole_lsc.deployment``);
+``recbole-lsc recommend --run=DIR --user=U`` prints what a finished run's device shows
+(``recbole_lsc.deployment.recommend``).
 """
 
 import sys
 
 from recbole_lsc.arguments import model_arguments
+from recbole_lsc.deployment.recommend import main as recommend
 from recbole_lsc.errors import ConfigError, LSCError
 from recbole_lsc.leaderboard.command import main as benchmark
 from recbole_lsc.quick_start import run_recbole_lsc
@@ -36,6 +39,8 @@ def main(argv=None):
             return benchmark(argv[1:])
         if argv[:1] in (["serve"], ["replay"]):
             return deployment(argv[0], argv[1:])
+        if argv[:1] == ["recommend"]:
+            return recommend(argv[1:])
         model, dataset, files, overrides = model_arguments(argv)
         run_recbole_lsc(model=model, dataset=dataset, config_file_list=files, cmd_args=overrides)
     except LSCError as err:

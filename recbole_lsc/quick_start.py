@@ -12,6 +12,7 @@ import sys
 from recbole.utils import init_logger, init_seed
 
 from recbole_lsc.config import LSCConfig
+from recbole_lsc.deployment.run_folder import load_run, save_run_folder  # noqa: F401  (load_run: the API)
 from recbole_lsc.experiment.llmrec import run_llmrec
 from recbole_lsc.experiment.lsc4rec import run_lsc4rec
 from recbole_lsc.experiment.srm import run_srm
@@ -39,9 +40,13 @@ def run_recbole_lsc(model=None, dataset=None, config_file_list=None, config_dict
     pipeline = PIPELINES.get(config["model"], run_srm)
     rows, extra = pipeline(config, saved=saved)
     bundles = extra.pop("device_bundles", {})
+    cloud = extra.pop("run_cloud", None)
     folder = run_directory(config)
     for mode, (bundle, srm) in bundles.items():  # what a deployed device carries (docs/deployment.md)
         bundle.save_pretrained(os.path.join(folder, "device", mode), srm)
+    if cloud is not None:  # the rest of a self-contained run folder (load_run)
+        llm, dataset, model_id = cloud
+        save_run_folder(folder, config, llm, dataset, list(bundles), model_id)
     # last: a sweep takes an existing results.json for a finished job, device bundles included
     path = write_results(config, rows, **extra)
     report_table("test result", markdown_table(rows))

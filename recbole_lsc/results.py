@@ -70,6 +70,12 @@ def _jsonable(value):
     return str(value)
 
 
+def given_config(config):
+    """The values the run was given (config files, dict, command line) as JSON-safe values: what
+    rebuilds its config elsewhere, where RecBole's derived values (joined paths, devices) would not."""
+    return _jsonable(dict(config.external_config_dict))
+
+
 def config_snapshot(config):
     """The run's final config as JSON-safe values (enums by name, devices as strings)."""
     return _jsonable(dict(config.final_config_dict))

@@ -22,31 +22,11 @@ import numpy as np
 import torch
 
 from recbole_lsc.channel import SHED_STATUSES
+from recbole_lsc.deployment.turns import UserTurn, replay_turns  # noqa: F401  (re-exported)
 from recbole_lsc.device.client import DeviceClient
 from recbole_lsc.device.http_cloud import HttpCloud
 from recbole_lsc.evaluation.metrics import metric_values, summary
 from recbole_lsc.evaluation.ranks import list_ranks
-
-
-@dataclass
-class UserTurn:
-    """One test user as a device sees it: the history the cloud has seen, the fresh one, the target."""
-
-    user: int
-    stale: np.ndarray
-    fresh: np.ndarray
-    target: int
-
-
-def replay_turns(protocol):
-    """The test users in protocol order (the order of the simulation's per-user vectors)."""
-    samples = protocol.samples("test")
-    stale_end = protocol.history_end(samples, "stale")
-    turns = []
-    for user, position, end, target in zip(samples.user, samples.position, stale_end, protocol.targets(samples)):
-        sequence = protocol.items[protocol.offsets[user] : protocol.offsets[user] + position]
-        turns.append(UserTurn(int(user), sequence[:end], sequence, int(target)))
-    return turns
 
 
 @dataclass

@@ -82,6 +82,11 @@ class DeviceClient:
     def has_list(self, user):
         return user in self._cached
 
+    def cloud_list(self, user):
+        """The cloud list ``user``'s last recommendation was fused from (the fresh one when it
+        arrived): what tells the cloud's items of a shown list from the device's own top-C."""
+        return self._cached[user][0]
+
     def _interaction(self, user, history):
         fields, max_len = self.srm.fields, self.srm.max_len
         kept = np.asarray(history[-max_len:], dtype=np.int64)

@@ -42,9 +42,15 @@ def candidate_set(received, srm_scores, catalogue=None):
     return with_own_top(received.item_ids, received.scores, catalogue)
 
 
+def shown_positions(fused):
+    """Positions of the candidates in the order the user sees them: by fused score, ties in the
+    cloud's order (stable), so every caller shows one and the same order."""
+    return torch.argsort(fused, dim=1, descending=True, stable=True)
+
+
 def shown_order(ids, fused):
-    """The candidates ``ids`` as the user sees them: by fused score, ties in the cloud's order."""
-    return ids.gather(1, torch.argsort(fused, dim=1, descending=True, stable=True))
+    """The candidates ``ids`` as the user sees them (:func:`shown_positions`)."""
+    return ids.gather(1, shown_positions(fused))
 
 
 def request_columns(stale, stale_srm, then, catalogue, newest, history_len, shown_ids, metric_by_rank):

@@ -220,7 +220,8 @@ def run_one_seed(config, saved):
             "wall_seconds": clock.seconds}
     return {"rows": rows, "per_user": per_user, "curve": [p for result in modes.values() for p in result["curve"]],
             "curve_per_user": {key: v for result in modes.values() for key, v in result["curve_per_user"].items()},
-            "cost": cost, "info": info, "modes": list(modes), "bundles": bundles}
+            "cost": cost, "info": info, "modes": list(modes), "bundles": bundles,
+            "cloud": (model.llm, data.dataset, cloud.model_id)}
 
 
 def check_config(config):
@@ -240,7 +241,7 @@ def run_lsc4rec(config, saved=True):
         logging.getLogger().info(f"LSC4Rec run with seed {seed}")
         runs.append(run_one_seed(with_seed(config, seed), saved))
         if len(runs) > 1:
-            del runs[-1]["bundles"]  # the first seed's device is the one saved
+            del runs[-1]["bundles"], runs[-1]["cloud"]  # the first seed's cloud and device are the ones saved
     rows = aggregate_rows(runs)
     key = config["valid_metric"].lower()
     for row in rows:
@@ -258,6 +259,7 @@ def run_lsc4rec(config, saved=True):
         # test users in protocol order (mean over seeds): what later paired tests need
         "per_user_test": {"metric": key, **{role: np.round(values, 6).tolist() for role, values in per_user.items()}},
         "device_bundles": runs[0].pop("bundles"),
+        "run_cloud": runs[0].pop("cloud"),  # (llm, dataset, model id): what the run folder keeps of the cloud
     }
     return rows, extra
 
