@@ -137,6 +137,12 @@ def test_markdown_headers_name_the_sample_std():
     assert "0.1400 ± 0.0141" in text and "sample standard deviation (ddof = 1)" in text
 
 
+def test_one_seed_rows_show_the_mean_without_a_spread():
+    text = markdown(aggregate(runs_for("SASRec", {1: 0.0}), "ndcg@10"), ["ndcg@10"], {})
+    srm_row = next(line for line in text.splitlines() if "| SRM (full catalogue) | SASRec |" in line)
+    assert "| 0.1000 |" in srm_row and "±" not in srm_row
+
+
 TINY = ["--llm_hidden_size=16", "--llm_layers=1", "--llm_heads=2", "--llm_max_len=8", "--llm_epochs=1",
         "--llm_batch_size=64", "--candidate_num=20", "--coop_epochs=1", "--retrain_epochs=1", "--epochs=1",
         "--request_curve_ratios=[0.0,0.1,1.0]", "--state=ERROR", "--show_progress=False", "--use_gpu=False",

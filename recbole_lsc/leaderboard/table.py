@@ -113,7 +113,7 @@ def markdown(rows, metrics, configs, costs=()):
             cells.append(" ".join(row["config_id"]))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["Metrics: mean ± sample standard deviation (ddof = 1) over the row's seeds (0 with one seed). "
+    lines += ["Metrics: mean ± sample standard deviation (ddof = 1) over the row's seeds (the mean alone with one seed). "
               "p: two-sided Wilcoxon signed-rank test over test users of LSC4Rec against the single model "
               "(per-user metric averaged over seeds).", ""]
     if costs:
@@ -215,8 +215,11 @@ def seed_count(counts):
 
 
 def _mean_std(row, metric):
+    """``mean ± sample std``; the mean alone for one seed, whose sample std is undefined."""
     if metric not in row["test"]:
         return "-"
+    if len(row["seeds"]) < 2:
+        return f"{row['test'][metric]:.4f}"
     return f"{row['test'][metric]:.4f} ± {row['test_std'][metric]:.4f}"
 
 
