@@ -48,7 +48,7 @@ def run_recbole_lsc(model=None, dataset=None, config_file_list=None, config_dict
         llm, dataset, model_id = cloud
         save_run_folder(folder, config, llm, dataset, list(bundles), model_id)
     # last: a sweep takes an existing results.json for a finished job, device bundles included
-    path = write_results(config, rows, **extra)
+    path = write_results(config, rows, folder=folder, **extra)
     report_table("test result", markdown_table(rows))
     if "request_curve" in extra:
         report_table("request curves", curve_table(extra["request_curve"], config["valid_metric"].lower()))

@@ -100,8 +100,10 @@ def run_directory(config):
     return os.path.join(config["results_dir"], name)
 
 
-def write_results(config, rows, **extra):
-    """Write ``results.json`` for this run and return its path."""
+def write_results(config, rows, folder=None, **extra):
+    """Write ``results.json`` for this run (in ``folder``, by default :func:`run_directory`) and
+    return its path. A caller that wrote other files of the run first passes their folder: a
+    default run name holds the time, which may have moved on to the next second."""
     payload = {
         "dataset": config["dataset"],
         "model": config["model"],
@@ -110,7 +112,7 @@ def write_results(config, rows, **extra):
         "results": rows,
         **extra,
     }
-    path = os.path.join(run_directory(config), "results.json")
+    path = os.path.join(folder or run_directory(config), "results.json")
     write_json_atomic(path, payload)
     return path
 

@@ -210,8 +210,14 @@ def test_users_whose_stale_history_is_empty(small_config, srm):
 
 
 def test_results_json_is_written_after_the_device_bundles(small_config, monkeypatch):
-    """A sweep takes an existing results.json for a finished job: nothing may be written after it."""
+    """A sweep takes an existing results.json for a finished job: nothing may be written after it,
+    and it lands in the bundles' folder even when the clock of a default run name moves on."""
+    import datetime
+    import itertools
     import os
+    import types
+
+    import recbole_lsc.results as results_module
 
     from recbole_lsc.device.bundle import DeviceBundle
 
@@ -222,6 +228,14 @@ def test_results_json_is_written_after_the_device_bundles(small_config, monkeypa
         return original(bundle, folder, srm)
 
     monkeypatch.setattr(DeviceBundle, "save_pretrained", save)
+    ticks = itertools.count()
+
+    class Ticking(datetime.datetime):  # every reading of the clock is one second later
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime(2026, 1, 1) + datetime.timedelta(seconds=next(ticks))
+
+    monkeypatch.setattr(results_module, "datetime", types.SimpleNamespace(datetime=Ticking))
     out = run(small_config, coop_train=False, request_curve_ratios=[0.0, 1.0])
     assert seen == [False, False] and os.path.isfile(out["path"])
     assert os.path.isdir(os.path.join(os.path.dirname(out["path"]), "device", "full"))
