@@ -97,7 +97,8 @@ SCHEMA = {
     "hidden_dropout_prob": SHARE, "attn_dropout_prob": SHARE, "dropout_prob": SHARE,
     "checkpoint_dir": text(), "data_path": text(),
     # output and protocol
-    "results_dir": text(), "cloud_lag": NONNEGATIVE, "seeds": POSITIVE,
+    "results_dir": text(), "trained_llm_cache": text(), "trained_srm_cache": text(), "llm_cache_dir": text(),
+    "cloud_lag": NONNEGATIVE, "seeds": POSITIVE,
     # the cloud LLM
     "llm_hidden_size": POSITIVE, "llm_layers": POSITIVE, "llm_heads": POSITIVE, "llm_dropout": SHARE,
     "llm_max_len": POSITIVE, "llm_lora": SWITCH, "llm_lora_r": POSITIVE, "llm_lora_alpha": POSITIVE,
