@@ -1,15 +1,19 @@
-"""``recbole-lsc serve`` and ``recbole-lsc replay``: RecBole's flags, then the deployment."""
+"""``recbole-lsc serve`` and ``recbole-lsc replay``: RecBole's flags, then the deployment; or
+``--run=DIR``, a finished run folder (its config, LLM and device bundles; no trained-model cache)."""
 
+import argparse
 import logging
 import os
 
 import torch
 from recbole.utils import init_logger
 
-from recbole_lsc.arguments import model_arguments
+from recbole_lsc.arguments import config_overrides, model_arguments
 from recbole_lsc.deployment.loading import check_bundle_folder, device_bundle
 from recbole_lsc.deployment.process import ServiceProcess
+from recbole_lsc.deployment.recommend import pick_device
 from recbole_lsc.deployment.replay import run_replay, replay_turns
+from recbole_lsc.deployment.run_folder import read_run, run_config
 from recbole_lsc.deployment.serve import bearer_token, serve
 from recbole_lsc.errors import ConfigError
 from recbole_lsc.experiment.lsc4rec import load_dataset
@@ -29,10 +33,80 @@ def _config(argv, prog, description):
                                                                    else []), *overrides]
 
 
+# with --run every other value is the run's: only where and how this machine serves or replays may change
+_MACHINE_KEYS = ("data_path", "use_gpu", "gpu_id", "state", "show_progress")
+_REPLAY_KEYS = ("replay_clients", "replay_cloud_url", "replay_stop_cloud_after", "request_timeout", "results_dir",
+                "run_name")
+# where the run wrote its results on the machine that trained it: a replay writes its own
+_RUN_OUTPUTS = ("results_dir", "run_name")
+_SERVING = f"serve_*, {', '.join(_MACHINE_KEYS)}"
+_REPLAYING = f"{_SERVING}, {', '.join(_REPLAY_KEYS)}; the bundle is chosen with --setting"
+
+
+def serving_key(key):
+    """A key ``serve --run`` takes: how this machine serves, never what the run trained."""
+    return key.startswith("serve_") or key in _MACHINE_KEYS
+
+
+def replaying_key(key):
+    """A key ``replay --run`` takes: the service's, the replay's own and where its results go."""
+    return serving_key(key) or key in _REPLAY_KEYS
+
+
+def _key(arg):
+    return arg[2:].partition("=")[0]
+
+
+class _RunParser(argparse.ArgumentParser):
+    """argparse that reports bad flags as one ConfigError line (the CLI's ``error:``)."""
+
+    def error(self, message):
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _run_arguments(argv, prog, description, allowed, setting=False):
+    """``(args, overrides)`` of ``--run=DIR [--model] [--dataset] [--setting] [--key=value ...]``;
+    a key ``allowed`` refuses is a value the run fixed (training, its bundle): one ConfigError line."""
+    parser = _RunParser(prog=prog, description=description, allow_abbrev=False)
+    parser.add_argument("--run", required=True, help="a finished LSC4Rec run folder (next to its results.json)")
+    parser.add_argument("--model", "-m", default=None, help="checked against the run's model")
+    parser.add_argument("--dataset", "-d", default=None, help="checked against the run's dataset")
+    if setting:
+        parser.add_argument("--setting", default=None, help="device bundle (device/<setting>); the run's first")
+    args, overrides = config_overrides(parser, argv)
+    refused = [_key(arg) for arg in overrides if not allowed(_key(arg))]
+    if refused:
+        keys = _REPLAYING if setting else _SERVING
+        raise ConfigError(f"{prog} --run takes the run's config from its run.json; the command line sets only how "
+                          f"this machine runs it ({keys}), not {', '.join(refused)}")
+    return args, overrides
+
+
+def _uses_run(argv):
+    return any(arg == "--run" or arg.startswith("--run=") for arg in argv)
+
+
 def serve_main(argv):
-    config, _ = _config(argv, "recbole-lsc serve", "Serve the trained cloud LLM of a LSC4Rec config over HTTP.")
-    serve(config)
+    prog, description = "recbole-lsc serve", "Serve the trained cloud LLM of a LSC4Rec config or run folder over HTTP."
+    if not _uses_run(argv):
+        config, _ = _config(argv, prog, description)
+        serve(config)
+        return 0
+    args, overrides = _run_arguments(argv, prog, description, serving_key)
+    _, config = run_config(args.run, args.model, args.dataset, drop=_RUN_OUTPUTS, cmd_args=overrides)
+    serve(config, run_dir=args.run)
     return 0
+
+
+def _replay_run_config(argv, prog, description):
+    """``(config, service args)`` of ``replay --run``: the run's config replaying the bundle of
+    ``--setting``, and the ``serve --run`` flags of the service it starts (the serving keys given)."""
+    args, overrides = _run_arguments(argv, prog, description, replaying_key, setting=True)
+    settings = read_run(args.run)["settings"]
+    setting = pick_device(dict(zip(settings, settings)), args.setting)  # the setting's name, checked
+    _, config = run_config(args.run, args.model, args.dataset, drop=_RUN_OUTPUTS, cmd_args=overrides,
+                           replay_bundle=os.path.join(args.run, "device", setting))
+    return config, [f"--run={os.path.abspath(args.run)}", *(arg for arg in overrides if serving_key(_key(arg)))]
 
 
 def replay_table(report):
@@ -70,8 +144,9 @@ def _replay(config, service_args):
 
 
 def replay_main(argv):
-    config, service_args = _config(argv, "recbole-lsc replay",
-                                   "Replay a LSC4Rec run's test users through device clients against the cloud service.")
+    prog = "recbole-lsc replay"
+    description = "Replay a LSC4Rec run's test users through device clients against the cloud service."
+    config, service_args = (_replay_run_config if _uses_run(argv) else _config)(argv, prog, description)
     init_logger(config)
     torch.set_num_threads(1)  # the replay scores what the clients return; the service has its own threads
     report, bundle = _replay(config, service_args)

@@ -17,6 +17,7 @@ import os
 from recbole_lsc.checkpoint import load_checkpoint, save_checkpoint
 from recbole_lsc.cloud.llmrec import LLMRec
 from recbole_lsc.cloud.source import InProcessCloud
+from recbole_lsc.cloud.store import llm_key
 from recbole_lsc.config import LSCConfig
 from recbole_lsc.deployment.loading import device_bundle
 from recbole_lsc.device.bundle import tokens_digest
@@ -84,6 +85,34 @@ def load_devices(folder, run, config, dataset, srm_config):
             for setting in run["settings"]}
 
 
+def run_config(run_dir, model=None, dataset=None, drop=(), cmd_args=(), **overrides):
+    """``(run, config)``: the ``run.json`` of ``run_dir`` and the config the run was given, less
+    the keys in ``drop``, with ``overrides`` and then ``cmd_args`` (``--key=value``) on top: what
+    rebuilds the run on this machine without the caches of the one that trained it.
+
+    ``model`` and ``dataset``, when given, must be the run's (one ``ConfigError`` line otherwise),
+    and the run must be a LSC4Rec run: only that model leaves a cloud and devices to load."""
+    run = read_run(run_dir)
+    if run.get("model") != "LSC4Rec":
+        raise ConfigError(f"run folder '{run_dir}' is a run of model '{run.get('model')}', not LSC4Rec; pass the "
+                          "folder of a LSC4Rec run")
+    for flag, given, own in (("model", model, run["model"]), ("dataset", dataset, run["dataset"])):
+        if given is not None and given != own:
+            raise ConfigError(f"run folder '{run_dir}' is a run on {flag} '{own}', not '{given}'; "
+                              f"drop --{flag} or pass a run folder of '{given}'")
+    given = {key: value for key, value in run["config"].items() if key not in drop}
+    config = LSCConfig(run["model"], run["dataset"], config_dict={**given, **overrides}, cmd_args=cmd_args)
+    return run, config
+
+
+def run_service_cloud(run_dir, config, dataset, protocol):
+    """``(cloud, version)`` for ``recbole-lsc serve --run``: the run's cloud read from the folder
+    (no trained-LLM store), its version the LLM's store key, as ``serve`` from a config reports."""
+    run = read_run(run_dir)
+    check_same_items(run_dir, run, config, dataset)
+    return load_cloud(run_dir, config, dataset, run["cloud_model_id"]), llm_key(config, dataset, protocol)
+
+
 def load_run(run_dir, dataset=None, **overrides):
     """``(config, dataset, cloud, devices)`` of the LSC4Rec run in ``run_dir``, from the folder
     alone (RecBole's ``load_data_and_model`` for a whole run): the config it was given,
@@ -93,11 +122,7 @@ def load_run(run_dir, dataset=None, **overrides):
     ``dataset``, when given, must be the run's: a folder from another dataset is refused (one
     ``ConfigError`` line), as is one whose item table differs from the dataset's on this machine.
     """
-    run = read_run(run_dir)
-    if dataset is not None and dataset != run["dataset"]:
-        raise ConfigError(f"run folder '{run_dir}' is a run on dataset '{run['dataset']}', not '{dataset}'; "
-                          f"drop --dataset or pass a run folder of '{dataset}'")
-    config = LSCConfig(run["model"], run["dataset"], config_dict={**run["config"], **overrides})
+    run, config = run_config(run_dir, dataset=dataset, **overrides)
     data, _, srm_config = load_dataset(config)
     check_same_items(run_dir, run, config, data)
     cloud = load_cloud(run_dir, config, data, run["cloud_model_id"])
