@@ -1,6 +1,7 @@
 """Command-line config overrides, RecBole's way: every extra ``--key=value`` is a config value."""
 
 import argparse
+import shlex
 
 
 def config_overrides(parser, argv):
@@ -26,3 +27,14 @@ def model_arguments(argv, prog="recbole-lsc", description=None):
     args, rest = config_overrides(parser, argv)
     files = args.config_files.split() if args.config_files else None
     return args.model, args.dataset, files, rest
+
+
+def command_line(model, dataset, config_files=None, config_dict=None, cmd_args=()):
+    """The ``recbole-lsc`` command that gives a run its config: what a results page prints so
+    a reader can run one row's job again (``config_dict`` values as ``--key=value``, RecBole's way)."""
+    words = ["recbole-lsc", f"--model={model}", f"--dataset={dataset}"]
+    if config_files:
+        words.append(shlex.quote(f"--config_files={' '.join(config_files)}"))
+    words += [shlex.quote(f"--{key}={value}") for key, value in (config_dict or {}).items()]
+    words += [shlex.quote(arg) for arg in cmd_args]
+    return " ".join(words)

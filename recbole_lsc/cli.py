@@ -6,7 +6,8 @@ Every ``--key=value`` other than the three above is a config value (RecBole's ru
 ``recbole-lsc serve ...`` starts the cloud's candidate service and ``recbole-lsc replay ...`` replays
 the test users through device clients against it (``recbole_lsc.deployment``);
 ``recbole-lsc recommend --run=DIR --user=U`` prints what a finished run's device shows
-(``recbole_lsc.deployment.recommend``).
+(``recbole_lsc.deployment.recommend``); ``recbole-lsc report PATH... --out DIR`` turns results.json
+files into a results page (``recbole_lsc.leaderboard.report``).
 """
 
 import sys
@@ -15,6 +16,7 @@ from recbole_lsc.arguments import model_arguments
 from recbole_lsc.deployment.recommend import main as recommend
 from recbole_lsc.errors import ConfigError, LSCError
 from recbole_lsc.leaderboard.command import main as benchmark
+from recbole_lsc.leaderboard.report import main as report
 from recbole_lsc.quick_start import run_recbole_lsc
 
 SERVE_EXTRA = ("fastapi", "starlette", "uvicorn", "httpx")
@@ -41,6 +43,8 @@ def main(argv=None):
             return deployment(argv[0], argv[1:])
         if argv[:1] == ["recommend"]:
             return recommend(argv[1:])
+        if argv[:1] == ["report"]:
+            return report(argv[1:])
         model, dataset, files, overrides = model_arguments(argv)
         run_recbole_lsc(model=model, dataset=dataset, config_file_list=files, cmd_args=overrides)
     except LSCError as err:

@@ -11,6 +11,7 @@ import sys
 
 from recbole.utils import init_logger, init_seed
 
+from recbole_lsc.arguments import command_line
 from recbole_lsc.config import LSCConfig
 from recbole_lsc.deployment.run_folder import load_run, save_run_folder  # noqa: F401  (load_run: the API)
 from recbole_lsc.experiment.llmrec import run_llmrec
@@ -48,7 +49,8 @@ def run_recbole_lsc(model=None, dataset=None, config_file_list=None, config_dict
         llm, dataset, model_id = cloud
         save_run_folder(folder, config, llm, dataset, list(bundles), model_id)
     # last: a sweep takes an existing results.json for a finished job, device bundles included
-    path = write_results(config, rows, folder=folder, **extra)
+    command = command_line(config["model"], config["dataset"], config_file_list, config_dict, cmd_args)
+    path = write_results(config, rows, folder=folder, command=command, **extra)
     report_table("test result", markdown_table(rows))
     if "request_curve" in extra:
         report_table("request curves", curve_table(extra["request_curve"], config["valid_metric"].lower()))

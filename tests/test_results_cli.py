@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 from collections import OrderedDict
 
 import numpy as np
@@ -118,7 +119,7 @@ def test_cli_unrecognised_positional(capsys):
 
 def test_cli_end_to_end(capsys, tmp_path):
     small = write_tiny_ml100k(str(tmp_path / "small"), n_users=12)  # one epoch = a few batches
-    code = main([
+    argv = [
         "--model=SASRec",
         "--dataset=mltiny",
         f"--data_path={os.path.dirname(small)}",
@@ -134,7 +135,8 @@ def test_cli_end_to_end(capsys, tmp_path):
         "--results_dir=R",
         "--run_name=run1",
         "--checkpoint_dir=saved",
-    ])
+    ]
+    code = main(argv)
     out = capsys.readouterr().out
     assert code == 0
     path = os.path.join("R", "run1", "results.json")
@@ -147,6 +149,9 @@ def test_cli_end_to_end(capsys, tmp_path):
     assert payload["config"]["epochs"] == 1 and payload["config"]["hidden_size"] == 16
     assert payload["config"]["MODEL_TYPE"] == "SEQUENTIAL"  # enums stored by name
     assert payload["versions"]["recbole"] == "1.2.1"
+    # the command that gives the run its config, shell-quoted (a results page prints it)
+    assert payload["command"].startswith("recbole-lsc --model=SASRec --dataset=mltiny ")
+    assert shlex.split(payload["command"]) == ["recbole-lsc", *argv]
 
     rows = [row for row in payload["results"] if row["role"] == "srm"]
     assert len(rows) == 1

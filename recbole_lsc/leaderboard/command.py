@@ -69,8 +69,15 @@ def collect(jobs):
     return runs
 
 
+def table_metrics(config):
+    """``(metric, metrics)``: the metric that ranks (``valid_metric``) and the table's columns
+    (every metric of the config at 10, or the ranking metric alone) of a config or its snapshot."""
+    metric = config["valid_metric"].lower()
+    return metric, [f"{name.lower()}@{k}" for name in config["metrics"] for k in config["topk"] if k == 10] or [metric]
+
+
 def write_leaderboard(out, runs, configs, metric, metrics, complete):
-    """Tables and plots from ``runs``; returns the leaderboard rows."""
+    """Tables and plots from ``runs``; returns the leaderboard rows and the figures' paths."""
     os.makedirs(out, exist_ok=True)
     rows, costs = aggregate(runs, metric), cost_rows(runs)
     write_json_atomic(os.path.join(out, "leaderboard.json"), {
@@ -79,39 +86,42 @@ def write_leaderboard(out, runs, configs, metric, metrics, complete):
     })
     write_text_atomic(os.path.join(out, "leaderboard.csv"), _csv_text(csv_rows(rows, metrics)))
     write_text_atomic(os.path.join(out, "leaderboard.md"), markdown(rows, metrics, configs, costs))
+    figures = []
     for dataset in sorted({run["dataset"] for run in runs}):
         ours = [row for row in rows if row["dataset"] == dataset]
-        plots.bar_chart(ours, metric, f"{dataset}: test {metric}", os.path.join(out, f"bars_{dataset}.png"))
+        figures.append(os.path.join(out, f"bars_{dataset}.png"))
+        plots.bar_chart(ours, metric, f"{dataset}: test {metric}", figures[-1])
         for variant, srm in sorted({(run["variant"], run["srm"]) for run in runs if run["dataset"] == dataset}):
             payloads = [run["results"] for run in runs
                         if (run["dataset"], run["variant"], run["srm"]) == (dataset, variant, srm)]
-            write_curves(out, payloads, metric, dataset, variant, srm)
-    return rows
+            figures += write_curves(out, payloads, metric, dataset, variant, srm)
+    return rows, figures
 
 
 def write_curves(out, payloads, metric, dataset, variant, srm):
-    """One request-curve plot per setting (``device_catalogue``, ``retrain_scope``) of these runs."""
-    modes = dict.fromkeys(point_setting(point) for payload in payloads for point in payload["request_curve"])
+    """One request-curve plot per setting (``device_catalogue``, ``retrain_scope``) of these runs;
+    returns their paths (none for runs without request curves: a plain SRM or LLMRec run)."""
+    modes = dict.fromkeys(point_setting(point) for payload in payloads for point in payload.get("request_curve", ()))
+    paths = []
     prefix = f"{dataset}_{variant}_{srm}" if variant else f"{dataset}_{srm}"
     for mode in modes:
         suffix = f"_{mode}" if mode else ""
         where = f"{dataset}, {variant}" if variant else dataset
         title = f"{where}, device {srm} ({mode or 'all'}): LSC4Rec request policies"
-        plots.request_curve_plot(payloads, metric, title, os.path.join(out, f"curve_{prefix}{suffix}.png"),
-                                 device_catalogue=mode)
+        paths.append(os.path.join(out, f"curve_{prefix}{suffix}.png"))
+        plots.request_curve_plot(payloads, metric, title, paths[-1], device_catalogue=mode)
+    return paths
 
 
 def main(argv):
     args, overrides = parse_args(argv)
     files = args.config_files.split() if args.config_files else None
     jobs, configs = plan(args.dataset, args.srm, args.seeds, files, overrides, args.out, args.variants)
-    first = next(iter(configs.values()))["config"]
-    metric = first["valid_metric"].lower()
-    metrics = [f"{name.lower()}@{k}" for name in first["metrics"] for k in first["topk"] if k == 10] or [metric]
+    metric, metrics = table_metrics(next(iter(configs.values()))["config"])
     failures = run_jobs(jobs, workers=args.workers, ray_address=args.ray_address)
     runs = collect(jobs)
     complete = len(runs) == len(jobs)
-    rows = write_leaderboard(args.out, runs, configs, metric, metrics, complete=complete) if runs else []
+    rows = write_leaderboard(args.out, runs, configs, metric, metrics, complete=complete)[0] if runs else []
     print(markdown(rows, metrics, configs, cost_rows(runs)))
     for job, message in failures:
         print(f"error: job {job.run_name} failed: {message}", file=sys.stderr)

@@ -57,8 +57,13 @@ class Job:
 
 def config_id(config):
     """Short hash of the experiment's config (everything but seed, paths and display keys)."""
-    snapshot = {k: v for k, v in config_snapshot(config).items() if k not in _NOT_EXPERIMENT}
-    return hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode("utf-8")).hexdigest()[:10]
+    return snapshot_id(config_snapshot(config))
+
+
+def snapshot_id(snapshot):
+    """:func:`config_id` of a stored config snapshot (``results.json``'s ``config``)."""
+    experiment = {k: v for k, v in snapshot.items() if k not in _NOT_EXPERIMENT}
+    return hashlib.sha256(json.dumps(experiment, sort_keys=True).encode("utf-8")).hexdigest()[:10]
 
 
 def variant_names(variant_files):

@@ -94,7 +94,7 @@ def _rank(rows, metric):
 
 
 def markdown(rows, metrics, configs, costs=()):
-    """The leaderboard as markdown: one table per dataset, the costs, then the configs by id."""
+    """The leaderboard as markdown: one table per dataset, the costs, then the configs by id (when given)."""
     lines = []
     with_variant = any(row["variant"] for row in rows)
     for dataset in sorted({row["dataset"] for row in rows}):
@@ -124,10 +124,11 @@ def markdown(rows, metrics, configs, costs=()):
                   "candidate list (cloud) and one re-ranking (device), batched as in the simulation; device_scoring: "
                   "whether the device read only the candidates' embeddings or scored the whole catalogue and "
                   "gathered the candidates' scores (an SRM whose scores are not dot products with an item table).", ""]
-    lines += ["## configs", ""]
-    for config_id, spec in sorted(configs.items()):
-        lines.append(f"- `{config_id}`: config files {spec['config_files'] or '-'}; overrides "
-                     f"`{' '.join(spec['overrides']) or '-'}`; full config in leaderboard.json")
+    if configs:  # a sweep's plan; a results page lists each run's command instead
+        lines += ["## configs", ""]
+        for config_id, spec in sorted(configs.items()):
+            lines.append(f"- `{config_id}`: config files {spec['config_files'] or '-'}; overrides "
+                         f"`{' '.join(spec['overrides']) or '-'}`; full config in leaderboard.json")
     return "\n".join(lines) + "\n"
 
 
