@@ -7,7 +7,8 @@ Every ``--key=value`` other than the three above is a config value (RecBole's ru
 the test users through device clients against it (``recbole_lsc.deployment``);
 ``recbole-lsc recommend --run=DIR --user=U`` prints what a finished run's device shows
 (``recbole_lsc.deployment.recommend``); ``recbole-lsc report PATH... --out DIR`` turns results.json
-files into a results page (``recbole_lsc.leaderboard.report``).
+files into a results page (``recbole_lsc.leaderboard.report``); ``recbole-lsc tune --params_file=FILE ...``
+searches hyper-parameters with RecBole's HyperTuning (``recbole_lsc.tuning``, docs/tuning.md).
 """
 
 import sys
@@ -18,6 +19,7 @@ from recbole_lsc.errors import ConfigError, LSCError
 from recbole_lsc.leaderboard.command import main as benchmark
 from recbole_lsc.leaderboard.report import main as report
 from recbole_lsc.quick_start import run_recbole_lsc
+from recbole_lsc.tuning.command import main as tune
 
 SERVE_EXTRA = ("fastapi", "starlette", "uvicorn", "httpx")
 
@@ -45,6 +47,8 @@ def main(argv=None):
             return recommend(argv[1:])
         if argv[:1] == ["report"]:
             return report(argv[1:])
+        if argv[:1] == ["tune"]:
+            return tune(argv[1:])
         model, dataset, files, overrides = model_arguments(argv)
         run_recbole_lsc(model=model, dataset=dataset, config_file_list=files, cmd_args=overrides)
     except LSCError as err:
