@@ -6,6 +6,9 @@ states the test waits for, not timings it hopes for; every wait is bounded.
 """
 
 import asyncio
+import importlib.util
+import json
+import os
 import threading
 import time
 
@@ -18,11 +21,12 @@ from recbole_lsc.cloud.service import MicroBatcher
 from recbole_lsc.cloud.source import InProcessCloud
 from recbole_lsc.config import LSCConfig
 from recbole_lsc.deployment.commands import replay_table
-from recbole_lsc.deployment.replay import Outcome, ReplayLog, replay_report, replay_turns
+from recbole_lsc.deployment.replay import Outcome, ReplayLog, outcome_ranks, replay_report, replay_turns
 from recbole_lsc.device.client import CloudUnavailable, DeviceClient
 from recbole_lsc.channel import DEADLINE_HEADER
 from recbole_lsc.device.http_cloud import Call, HttpCloud
 from recbole_lsc.errors import ConfigError
+from recbole_lsc.evaluation.metrics import metric_values
 from tests.test_deployment import LoopbackServer, always_bundle, app_of, post, world  # noqa: F401 - world: fixture
 
 
@@ -224,3 +228,121 @@ def test_a_bad_serve_max_queue_is_refused_in_one_line(tiny_config, value, says):
         LSCConfig("LSC4Rec", "mltiny", config_dict=dict(tiny_config), cmd_args=[f"--serve_max_queue={value}"])
     assert says in str(info.value) and len(str(info.value).splitlines()) == 1
     assert LSCConfig("LSC4Rec", "mltiny", config_dict=dict(tiny_config))["serve_max_queue"] == 64
+
+
+# ------------------------------------------------------------------ benchmarks/service_overload.py
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+@pytest.fixture
+def overload(monkeypatch):
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    spec = importlib.util.spec_from_file_location("service_overload", os.path.join(BENCHMARKS, "service_overload.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_groups_latency_by_status_with_the_replays_percentiles(overload):
+    records = [(200, 0.001 * ms) for ms in range(1, 101)] + [(503, 0.002), ("ConnectError", 1.0)]
+    figures = overload.latency_by_status(records)
+    assert figures["200"]["count"] == 100 and figures["200"]["latency_ms"]["p50"] == 50.5  # numpy's linear p50
+    assert figures["200"]["latency_ms"]["p99"] == 99.01
+    assert figures["503"] == {"count": 1, "latency_ms": {"p50": 2.0, "p95": 2.0, "p99": 2.0}}
+    assert figures["ConnectError"]["count"] == 1
+    assert overload.retry_after_summary(["1", "3", None, "x", "0"]) == {"answers": 5, "valid": 2, "min_s": 1,
+                                                                        "max_s": 3}
+    assert [overload.retry_seconds(value) for value in ("2", None, "soon")] == [2, 1, 1]
+
+
+def test_the_benchmark_compares_metrics_with_what_clients_received(overload):
+    samples = {("lsc_candidate_requests_total", (("status", "200"),)): 5.0,
+               ("lsc_candidate_requests_total", (("status", "503"),)): 2.0, ("lsc_queue_depth", ()): 0.0}
+    assert overload.scraped_by_status(samples) == {"200": 5, "503": 2}
+    assert overload.client_by_status([200, 200, 503], [200, None], [200, 503, 200]) == {"200": 5, "503": 2}
+
+
+def test_cached_users_are_checked_exactly_and_only_they(overload):
+    cached = [True, True, False, True]
+    assert overload.cached_mismatches([0.5, 0.0, 1.0, 0.3], [0.5, 0.0, 0.0, 0.3], cached) == []  # user 2 asked no cache
+    assert overload.cached_mismatches([0.5, 1e-12, 1.0, 0.3], [0.5, 0.0, 1.0, 0.2], cached) == [1, 3]
+
+
+def passing_figures():
+    latency = lambda p50, p99: {"p50": p50, "p95": p99, "p99": p99}  # noqa: E731
+    return {"unloaded": {"latency_ms": latency(5.0, 10.0)},
+            "flood": {"by_status": {"200": {}, "503": {}},
+                      "flood_alone": {"by_status": {"200": {"latency_ms": latency(40.0, 100.0)},
+                                                    "503": {"latency_ms": latency(2.0, 9.0)}}},
+                      "retry_after": {"answers": 3, "valid": 3}},
+            "health_after": {"status": "ok"}, "metrics": {"agrees": True},
+            "replay": {"shed": 4, "differing_where_the_cloud_answered": 0,
+                       "cached_check": {"users": 4, "mismatches": []}}}
+
+
+@pytest.mark.parametrize("change, failed", [
+    (None, None),
+    (lambda f: f["flood"]["flood_alone"]["by_status"]["200"]["latency_ms"].update(p99=100.5),
+     "accepted_p99_within_10x_unloaded"),
+    (lambda f: f["flood"]["flood_alone"]["by_status"]["503"]["latency_ms"].update(p50=40.0),
+     "shed_503_median_below_accepted_median"),
+    (lambda f: f["flood"]["by_status"].update({"500": {}}), "only_200_503_504"),
+    (lambda f: f["flood"]["retry_after"].update(valid=2), "every_503_has_retry_after"),
+    (lambda f: f["replay"].update(shed=0), "replay_shed"),
+    (lambda f: f["replay"]["cached_check"].update(mismatches=[7]), "cached_users_score_the_simulations_cached_list"),
+    (lambda f: f["metrics"].update(agrees=False), "metrics_count_what_clients_received"),
+])
+def test_each_done_when_check_fails_on_its_own_condition(overload, change, failed):
+    figures = passing_figures()
+    if change is not None:
+        change(figures)
+    checks = overload.done_when(figures)
+    assert [name for name, passed in checks.items() if not passed] == ([failed] if failed else [])
+
+
+def test_the_cached_list_reference_is_what_a_device_shows_from_its_cache(overload, world):
+    """The simulation's batch figure for "shown the cached list" equals, user by user, what a
+    device client that does not ask (or whose request was shed) shows from its cached list."""
+    config, protocol = world["config"], world["protocol"]
+    cloud = InProcessCloud(world["llm"], 64, "cpu")
+    for catalogue in ("candidates", "full"):
+        bundle = always_bundle(world, device_catalogue=catalogue, always=False)
+        reference = overload.cached_list_reference(config, world["srm"], bundle, cloud, protocol)
+        device = DeviceClient(world["srm"], bundle, cloud)
+        turns = replay_turns(protocol)
+        outcomes = []
+        for turn in turns:
+            device.receive(turn.user, turn.stale)
+            shown = device.recommend(turn.user, turn.fresh)
+            outcomes.append(Outcome(shown.item_ids, shown.scores))
+        ranks = outcome_ranks(outcomes, [turn.target for turn in turns], 2 * config["candidate_num"] + 1)
+        assert metric_values(ranks, config).tolist() == reference.tolist()
+
+
+def test_a_histograms_quantile_is_bounded_by_the_buckets_filled_between_two_scrapes(overload):
+    def scrape(counts):  # cumulative bucket counts at le = 0.005, 0.01, 0.1, +Inf
+        bounds = ("0.005", "0.01", "0.1", "+Inf")
+        return {("h_bucket", (("le", le),)): float(count) for le, count in zip(bounds, counts)}
+
+    before, after = scrape([10, 10, 10, 10]), scrape([10, 60, 109, 110])  # between: 50 <= 10 ms, 49 <= 100 ms, 1 over
+    assert overload.histogram_quantile_bound(before, after, "h", 0.5) == 10.0
+    assert overload.histogram_quantile_bound(before, after, "h", 0.99) == 100.0
+    assert overload.histogram_quantile_bound(before, after, "h", 1.0) == float("inf")
+    assert overload.histogram_quantile_bound(after, after, "h", 0.5) is None
+
+
+def test_the_raw_flood_client_encodes_a_request_and_reads_a_response(overload):
+    request = overload.http_request("127.0.0.1", 8000, {"history": ["1"], "k": 2})
+    head, _, body = request.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /candidates HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n")
+    assert f"Content-Length: {len(body)}".encode() in head and json.loads(body) == {"history": ["1"], "k": 2}
+
+    async def read(raw):
+        reader = asyncio.StreamReader()
+        reader.feed_data(raw)
+        reader.feed_eof()
+        return await overload.read_response(reader), await reader.read()
+
+    shed = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 2\r\ncontent-length: 5\r\n\r\n{...}NEXT"
+    assert asyncio.run(read(shed)) == ((503, {"retry-after": "2", "content-length": "5"}), b"NEXT")
