@@ -4,7 +4,7 @@ A trained LSC4Rec run folder (``--run DIR``; without it a small one is trained h
 dataset, in a temporary folder: 2 epochs per stage, one seed, ``device_catalogue: full``,
 ``request_ratio: 0.5``, no re-training; the service's speed, not the model's quality, is
 measured) is served by ``recbole-lsc serve --run`` in a child process (``ServiceProcess``) on
-a loopback port, with ``--serve_max_queue`` and ``--serve_threads``. Then:
+a loopback port, with ``--serve_max_queue``, ``--serve_max_latency_ms`` and ``--serve_threads``. Then:
 
 1. unloaded: one client sends ``--requests`` sequential ``POST /candidates`` with real test
    users' fresh histories (the dataset's item tokens, the newest ``cloud_history`` items, k = C);
@@ -439,7 +439,8 @@ def measure(args, run_dir):
     reference = cached_list_reference(config, srm, bundle, cloud, protocol)
     bodies = request_bodies(turns, item_tokens, bundle)
     service_args = [f"--run={os.path.abspath(run_dir)}", f"--serve_max_queue={args.max_queue}",
-                    f"--serve_max_batch={args.max_batch}", f"--serve_threads={args.serve_threads}", "--state=ERROR"]
+                    f"--serve_max_batch={args.max_batch}", f"--serve_max_latency_ms={args.max_latency_ms}",
+                    f"--serve_threads={args.serve_threads}", "--state=ERROR"]
     figures = {"service": {"args": service_args}, "loadavg_before": _loadavg()}
     with ServiceProcess(service_args) as service:
         warm_statuses, seconds = unloaded(service.url, bodies, args.requests)
@@ -619,6 +620,9 @@ def arguments(argv):
     p.add_argument("--processes", type=int, default=2, help="flood processes the clients share (%(default)s)")
     p.add_argument("--max_queue", type=int, default=64, help="--serve_max_queue of the service (%(default)s)")
     p.add_argument("--max_batch", type=int, default=64, help="--serve_max_batch of the service (%(default)s)")
+    p.add_argument("--max_latency_ms", type=int, default=40,
+                   help="--serve_max_latency_ms of the service: 503 for a request expected to wait longer "
+                        "(0: bounded by the queue alone) (%(default)s)")
     p.add_argument("--serve_threads", type=int, default=1, help="torch threads of the service (%(default)s)")
     p.add_argument("--requests", type=int, default=300, help="sequential unloaded requests (%(default)s)")
     p.add_argument("--duration", type=float, default=45.0, help="least flood seconds (%(default)s)")

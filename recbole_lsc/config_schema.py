@@ -119,7 +119,7 @@ SCHEMA = {
     "request_policy": text(REQUEST_POLICIES), "request_ratio": SHARE, "request_curve_ratios": KeyRule("shares"),
     # deployment
     "serve_host": text(), "serve_port": NONNEGATIVE, "serve_token_file": text(), "serve_batch_window_ms": number(0),
-    "serve_max_batch": POSITIVE, "serve_max_queue": POSITIVE, "serve_threads": NONNEGATIVE,
+    "serve_max_batch": POSITIVE, "serve_max_queue": POSITIVE, "serve_max_latency_ms": NONNEGATIVE, "serve_threads": NONNEGATIVE,
     "serve_max_body_bytes": POSITIVE, "serve_max_history": POSITIVE, "serve_max_k": POSITIVE,
     "replay_bundle": text(), "replay_clients": POSITIVE, "replay_cloud_url": text(), "replay_stop_cloud_after": SHARE,
     "request_timeout": number(0.001, 3600),

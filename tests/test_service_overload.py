@@ -17,7 +17,7 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from recbole_lsc.cloud.service import MicroBatcher
+from recbole_lsc.cloud.service import MicroBatcher, Overloaded
 from recbole_lsc.cloud.source import InProcessCloud
 from recbole_lsc.config import LSCConfig
 from recbole_lsc.deployment.commands import replay_table
@@ -346,3 +346,53 @@ def test_the_raw_flood_client_encodes_a_request_and_reads_a_response(overload):
 
     shed = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 2\r\ncontent-length: 5\r\n\r\n{...}NEXT"
     assert asyncio.run(read(shed)) == ((503, {"retry-after": "2", "content-length": "5"}), b"NEXT")
+
+
+def test_expected_latency_counts_the_running_pass_the_requests_ahead_and_its_own():
+    batcher = MicroBatcher(cloud=None, max_batch=4, max_queue=64, max_latency_s=0.25)
+    batcher.queue = asyncio.Queue(maxsize=64)  # not started: nothing drains it
+    assert batcher.expected_latency() == 0.0  # no pass yet, no estimate: admitted
+    batcher.recent_pass_s = 0.1
+    assert batcher.expected_latency() == pytest.approx(0.1)  # idle: its own pass
+    for _ in range(4):
+        batcher.queue.put_nowait(object())
+    assert batcher.expected_latency() == pytest.approx(0.2)  # four ahead fill one pass, then its own
+    batcher.passing = True
+    assert batcher.expected_latency() == pytest.approx(0.3)  # and the pass running first
+
+
+@pytest.mark.parametrize("bound, refused", [(0.25, True), (0.35, False), (0.0, False)])
+def test_a_request_expected_to_wait_past_the_latency_bound_is_refused_before_queueing(bound, refused):
+    async def ask():
+        batcher = MicroBatcher(cloud=None, max_batch=4, max_queue=64, max_latency_s=bound)
+        batcher.queue = asyncio.Queue(maxsize=64)
+        batcher.recent_pass_s, batcher.passing = 0.1, True
+        for _ in range(4):
+            batcher.queue.put_nowait(object())  # expected: 0.3 s
+        task = asyncio.ensure_future(batcher.submit([1, 2], 5))
+        await asyncio.sleep(0.01)
+        outcome = task.exception() if task.done() else None
+        task.cancel()
+        return outcome, batcher.depth()
+
+    outcome, depth = asyncio.run(ask())
+    if refused:
+        assert isinstance(outcome, Overloaded) and outcome.retry_after >= 1 and depth == 4
+    else:
+        assert outcome is None and depth == 5
+
+
+def test_an_idle_service_admits_whatever_its_last_pass_took():
+    """One slow pass must not refuse every later request: with nothing running or queued the
+    request is taken, and its pass refreshes the estimate."""
+    async def ask():
+        batcher = MicroBatcher(cloud=None, max_batch=4, max_queue=64, max_latency_s=0.01)
+        batcher.queue = asyncio.Queue(maxsize=64)
+        batcher.recent_pass_s = 0.5  # far above the bound
+        task = asyncio.ensure_future(batcher.submit([1, 2], 5))
+        await asyncio.sleep(0.01)
+        admitted = not task.done() and batcher.depth() == 1
+        task.cancel()
+        return admitted
+
+    assert asyncio.run(ask())

@@ -11,7 +11,8 @@ items, an empty history or a bad ``k``), and the service keeps running.
 
 Overload is shed, not queued without end: at most ``max_queue`` requests wait for a forward
 pass; one more is answered 503 at once, with ``Retry-After`` (whole seconds, from the recent
-forward-pass time). A request may carry its caller's deadline (header ``X-Request-Deadline``,
+forward-pass time), and so is a request that would wait longer than ``max_latency_ms`` for its
+answer (the passes ahead of it at the recent pass time; 0: no bound). A request may carry its caller's deadline (header ``X-Request-Deadline``,
 unix seconds); when it has passed before the request's forward pass, the request is dropped
 and answered 504. ``GET /metrics`` exposes the service's Prometheus metrics (:class:`ServiceMetrics`).
 """
@@ -55,11 +56,12 @@ class BadRequest(Exception):
 
 
 class Overloaded(Exception):
-    """The queue is full: the request is refused before any work (503); ``retry_after`` is the
-    whole number of seconds after which the queue has likely drained."""
+    """The queue is full, or the request could not be answered within the latency bound: it is
+    refused before any work (503); ``retry_after`` is the whole number of seconds after which
+    the queue has likely drained."""
 
     def __init__(self, retry_after):
-        super().__init__(f"queue full; retry after {retry_after} s")
+        super().__init__(f"overloaded; retry after {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -115,17 +117,21 @@ class MicroBatcher:
     batch ran: no wait at all when the service is idle), plus those arriving within
     ``window_s`` seconds (0: none), up to ``max_batch``; it is right-padded and run on one
     worker thread (the model is never run twice at once), and each request gets its own row.
-    At most ``max_queue`` requests wait: one more raises :class:`Overloaded` at once. A request
-    whose deadline has passed raises :class:`DeadlineExpired` instead of taking a row.
+    At most ``max_queue`` requests wait: one more raises :class:`Overloaded` at once; so does a
+    request whose :meth:`expected_latency` exceeds ``max_latency_s`` (when > 0): a full batch's
+    pass costs many single passes, so a queue short enough for latency would be too short for
+    throughput, and the bound adapts the batches instead. A request whose deadline has passed
+    raises :class:`DeadlineExpired` instead of taking a row.
     """
 
-    def __init__(self, cloud, window_s=0.0, max_batch=64, max_queue=64, metrics=None):
+    def __init__(self, cloud, window_s=0.0, max_batch=64, max_queue=64, metrics=None, max_latency_s=0.0):
         self.cloud, self.window_s, self.max_batch, self.max_queue = cloud, window_s, max_batch, max_queue
+        self.max_latency_s = max_latency_s
         self.metrics = metrics or ServiceMetrics(max_batch)
         self.metrics.queue_depth.set_function(self.depth)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloud-batch")
         self.queue, self.task, self.batches, self.answered = None, None, 0, 0
-        self.expired, self.recent_pass_s = 0, None
+        self.expired, self.recent_pass_s, self.passing = 0, None, False
 
     async def start(self):
         self.queue = asyncio.Queue(maxsize=self.max_queue)
@@ -141,6 +147,18 @@ class MicroBatcher:
         passes = 1 + math.ceil(self.depth() / self.max_batch)
         return max(1, math.ceil(passes * (self.recent_pass_s or 0.0)))
 
+    def expected_latency(self):
+        """Seconds a request admitted now would wait for its answer, at the recent pass time: the
+        pass running, the passes for the requests queued ahead, and its own (0 before any pass)."""
+        passes = int(self.passing) + math.ceil((self.depth() + 1) / self.max_batch)
+        return passes * (self.recent_pass_s or 0.0)
+
+    def _cannot_answer_in_time(self):
+        """Only a busy service refuses by its estimate: an idle one always takes the request, so
+        its passes keep the recent pass time current (else one slow pass could refuse for ever)."""
+        busy = self.passing or self.depth() > 0
+        return busy and self.max_latency_s > 0 and self.expected_latency() > self.max_latency_s
+
     async def stop(self):
         if self.task is not None:
             self.task.cancel()
@@ -152,6 +170,8 @@ class MicroBatcher:
         if _expired(deadline):
             self.expired += 1
             raise DeadlineExpired()
+        if self._cannot_answer_in_time():  # a full queue is not the only sign of overload
+            raise Overloaded(self.retry_after())
         future = asyncio.get_running_loop().create_future()
         try:
             self.queue.put_nowait(Waiting(history_ids, k, deadline, future))
@@ -210,11 +230,11 @@ class MicroBatcher:
 
     async def _forward(self, batch):
         """``_answer`` on the worker thread, timed: the time feeds the histogram and Retry-After."""
-        started = time.perf_counter()
+        started, self.passing = time.perf_counter(), True
         try:
             return await asyncio.get_running_loop().run_in_executor(self.executor, self._answer, batch)
         finally:
-            seconds = time.perf_counter() - started
+            seconds, self.passing = time.perf_counter() - started, False
             self.metrics.forward_seconds.observe(seconds)
             recent = seconds if self.recent_pass_s is None else self.recent_pass_s
             self.recent_pass_s = recent + _RECENT_PASS_WEIGHT * (seconds - recent)
@@ -335,15 +355,16 @@ def _authorised(request, token):
 
 
 def create_app(cloud, item_tokens, model_version, token=None, limits=ServiceLimits(), batch_window_ms=0.0,
-               max_batch=64, max_queue=64):
+               max_batch=64, max_queue=64, max_latency_s=0.0):
     """The FastAPI app serving ``cloud`` (an :class:`~recbole_lsc.cloud.source.InProcessCloud`).
 
     ``item_tokens[id]`` is the dataset's token of item ``id``; ``token`` the bearer token
     requests must carry (None: no authentication); ``max_queue`` the most requests that wait
-    for a forward pass (503 beyond).
+    for a forward pass (503 beyond); ``max_latency_s`` the longest expected wait for an answer
+    a request is admitted with (503 beyond; 0: no bound).
     """
     metrics = ServiceMetrics(max_batch)
-    batcher = MicroBatcher(cloud, batch_window_ms / 1000.0, max_batch, max_queue, metrics)
+    batcher = MicroBatcher(cloud, batch_window_ms / 1000.0, max_batch, max_queue, metrics, max_latency_s)
     checks = CandidateRequests(item_tokens, cloud.max_history, cloud.llm.mask_history, limits)
 
     @contextlib.asynccontextmanager
@@ -363,7 +384,8 @@ def create_app(cloud, item_tokens, model_version, token=None, limits=ServiceLimi
         return {"status": "ok", "model_id": cloud.model_id, "model_version": model_version,
                 "items": len(item_tokens) - 1, "max_history": cloud.max_history, "limits": limits.__dict__,
                 "auth": token is not None, "answered": batcher.answered, "forward_passes": batcher.batches,
-                "queued": batcher.depth(), "max_queue": max_queue, "expired": batcher.expired}
+                "queued": batcher.depth(), "max_queue": max_queue, "max_latency_ms": max_latency_s * 1000.0,
+                "expired": batcher.expired}
 
     @app.get("/metrics")
     async def prometheus_metrics():

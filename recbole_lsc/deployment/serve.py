@@ -61,7 +61,8 @@ def service_app(config, run_dir=None):
     limits = ServiceLimits(config["serve_max_body_bytes"], config["serve_max_history"], config["serve_max_k"])
     app = create_app(cloud, dataset.field2id_token[dataset.iid_field], version, token=token,
                      limits=limits, batch_window_ms=config["serve_batch_window_ms"],
-                     max_batch=config["serve_max_batch"], max_queue=config["serve_max_queue"])
+                     max_batch=config["serve_max_batch"], max_queue=config["serve_max_queue"],
+                     max_latency_s=config["serve_max_latency_ms"] / 1000.0)
     return app, version
 
 
