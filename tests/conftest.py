@@ -4,6 +4,7 @@ Every test runs in its own temporary working directory (RecBole writes ./log,
 ./log_tensorboard and ./saved into the cwd) with a clean ``sys.argv``.
 """
 
+import importlib.util
 import os
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 
 import recbole_lsc  # noqa: F401  (compat shim before recbole)
 
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 ML100K_DIR = os.path.join(os.path.dirname(__import__("recbole").__file__), "dataset_example", "ml-100k")
 
 
@@ -122,3 +124,12 @@ def check_title_init_and_train_step(model, dataset, title_token_ids, span, count
     assert torch.isfinite(loss)
     model.eval()
     return protocol
+
+
+def load_benchmark(monkeypatch, name):
+    """The module of ``benchmarks/<name>.py`` (the scripts import ``_common`` from their folder)."""
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,22 +1,15 @@
 """benchmarks/convergence.py: the per-stage table of a finished run's results.json."""
 
-import importlib.util
 import json
-import os
-import sys
 
 import pytest
 
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+from conftest import load_benchmark
 
 
 @pytest.fixture
 def convergence(monkeypatch):
-    monkeypatch.syspath_prepend(BENCHMARKS)
-    spec = importlib.util.spec_from_file_location("convergence", os.path.join(BENCHMARKS, "convergence.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(monkeypatch, "convergence")
 
 
 PAYLOAD = {

@@ -6,9 +6,7 @@ states the test waits for, not timings it hopes for; every wait is bounded.
 """
 
 import asyncio
-import importlib.util
 import json
-import os
 import threading
 import time
 
@@ -17,6 +15,7 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import load_benchmark
 from recbole_lsc.cloud.service import MicroBatcher, Overloaded
 from recbole_lsc.cloud.source import InProcessCloud
 from recbole_lsc.config import LSCConfig
@@ -232,16 +231,9 @@ def test_a_bad_serve_max_queue_is_refused_in_one_line(tiny_config, value, says):
 
 # ------------------------------------------------------------------ benchmarks/service_overload.py
 
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-
-
 @pytest.fixture
 def overload(monkeypatch):
-    monkeypatch.syspath_prepend(BENCHMARKS)
-    spec = importlib.util.spec_from_file_location("service_overload", os.path.join(BENCHMARKS, "service_overload.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(monkeypatch, "service_overload")
 
 
 def test_the_benchmark_groups_latency_by_status_with_the_replays_percentiles(overload):
