@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 import recbole_lsc  # noqa: F401  (compat shim before recbole)
+from recbole_lsc.tables import markdown_lines
 import recbole_lsc.experiment.lsc4rec as experiment
 from recbole.utils import init_seed
 
@@ -362,9 +363,7 @@ def markdown(headers, rows):
             return f"{value:.5g}"
         return "-" if value is None else str(value)
 
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return lines
+    return markdown_lines(headers, rows, cell)
 
 
 def run(main):

@@ -12,8 +12,6 @@ Writes ``<out>/leaderboard.{md,csv,json}``,
 """
 
 import argparse
-import csv
-import io
 import json
 import logging
 import os
@@ -25,6 +23,7 @@ from recbole_lsc.leaderboard.table import aggregate, cost_rows, csv_rows, markdo
 from recbole_lsc.arguments import config_overrides
 from recbole_lsc.files import write_json_atomic, write_text_atomic
 from recbole_lsc.results import package_versions, point_setting
+from recbole_lsc.tables import csv_text
 
 
 def parse_args(argv):
@@ -47,16 +46,6 @@ def parse_args(argv):
     return args, rest
 
 
-def _csv_text(rows):
-    if not rows:
-        return ""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def collect(jobs):
     """Finished jobs as the run dicts ``table.aggregate`` reads."""
     runs = []
@@ -76,6 +65,10 @@ def table_metrics(config):
     return metric, [f"{name.lower()}@{k}" for name in config["metrics"] for k in config["topk"] if k == 10] or [metric]
 
 
+def _csv_of(rows):
+    return csv_text(list(rows[0]), [list(row.values()) for row in rows]) if rows else ""
+
+
 def write_leaderboard(out, runs, configs, metric, metrics, complete):
     """Tables and plots from ``runs``; returns the leaderboard rows and the figures' paths."""
     os.makedirs(out, exist_ok=True)
@@ -84,7 +77,7 @@ def write_leaderboard(out, runs, configs, metric, metrics, complete):
         "metric": metric, "complete": complete, "versions": package_versions(), "rows": rows, "costs": costs,
         "configs": configs,
     })
-    write_text_atomic(os.path.join(out, "leaderboard.csv"), _csv_text(csv_rows(rows, metrics)))
+    write_text_atomic(os.path.join(out, "leaderboard.csv"), _csv_of(csv_rows(rows, metrics)))
     write_text_atomic(os.path.join(out, "leaderboard.md"), markdown(rows, metrics, configs, costs))
     figures = []
     for dataset in sorted({run["dataset"] for run in runs}):

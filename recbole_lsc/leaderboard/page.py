@@ -4,6 +4,8 @@ exact command, versions and wall time of every run, so each figure can be traced
 
 import os
 
+from recbole_lsc.tables import markdown_lines
+
 STAGE_COLUMNS = ("seed", "stage", "epochs", "best epoch", "kept", "rule", "p", "valid before", "valid after",
                  "seconds")
 
@@ -18,14 +20,6 @@ def _cell(value):
     return str(value).replace("|", "\\|")
 
 
-def _row(cells):
-    return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
-
-
-def _head(columns):
-    return [_row(columns), "|" + "---|" * len(columns)]
-
-
 def _by_seed(runs):
     return sorted(runs, key=lambda run: (run["dataset"], run["variant"], run["srm"], run["seed"]))
 
@@ -34,31 +28,30 @@ def stage_table(runs):
     """One line per training stage and seed: epochs and best epoch (``epochs_trained`` for a model
     trained to early stopping, ``epochs`` for a fine-tuning stage), whether a fine-tuning stage
     was kept and by which rule, its paired test's p and the validation score before and after."""
-    lines = _head(STAGE_COLUMNS)
-    for run in _by_seed(runs):
-        for log in run["results"].get("runs", []):
-            for stage, info in log.get("stages", {}).items():
-                lines.append(_row((run["seed"], stage, info.get("epochs_trained", info.get("epochs")),
-                                   info.get("best_epoch"), info.get("kept"), info.get("rule"), info.get("p"),
-                                   info.get("valid_before", info.get("best_valid")), info.get("valid_after"),
-                                   info.get("seconds"))))
-    return lines if len(lines) > 2 else []
+    rows = [(run["seed"], stage, info.get("epochs_trained", info.get("epochs")), info.get("best_epoch"),
+             info.get("kept"), info.get("rule"), info.get("p"), info.get("valid_before", info.get("best_valid")),
+             info.get("valid_after"), info.get("seconds"))
+            for run in _by_seed(runs) for log in run["results"].get("runs", [])
+            for stage, info in log.get("stages", {}).items()]
+    return markdown_lines(STAGE_COLUMNS, rows, _cell) if rows else []
+
+
+def _setting(mode):
+    scope = mode.get("retrain_scope", "device")
+    return mode["device_catalogue"] + ("" if scope == "device" else f", {scope} re-training")
 
 
 def policy_table(runs):
     """The learned request policy's choice at each request ratio, per seed and setting (``random``
     where no learned rule passed its held-out test)."""
-    lines = []
-    for run in _by_seed(runs):
-        for log in run["results"].get("runs", []):
-            for mode in log.get("modes", []):
-                choices = mode.get("learned_policy") or {}
-                if not lines:
-                    lines = _head(("seed", "setting", "fit users", *(f"rho {rho}" for rho in choices)))
-                setting = mode["device_catalogue"] + (f", {mode['retrain_scope']} re-training"
-                                                      if mode.get("retrain_scope", "device") != "device" else "")
-                lines.append(_row((run["seed"], setting, mode.get("learned_policy_fit_users"), *choices.values())))
-    return lines
+    modes = [(run["seed"], mode) for run in _by_seed(runs) for log in run["results"].get("runs", [])
+             for mode in log.get("modes", [])]
+    if not modes:
+        return []
+    rhos = list(modes[0][1].get("learned_policy") or {})
+    rows = [(seed, _setting(mode), mode.get("learned_policy_fit_users"),
+             *(mode.get("learned_policy") or {}).values()) for seed, mode in modes]
+    return markdown_lines(("seed", "setting", "fit users", *(f"rho {rho}" for rho in rhos)), rows, _cell)
 
 
 def run_list(runs, out):

@@ -9,15 +9,14 @@ with the best validation score (``valid_metric``), never chosen on test. The tri
 """
 
 import argparse
-import csv
 import datetime
-import io
 import json
 import os
 
 from recbole_lsc.arguments import config_overrides
 from recbole_lsc.files import write_json_atomic, write_text_atomic
 from recbole_lsc.results import report_table
+from recbole_lsc.tables import csv_text, markdown_lines
 from recbole_lsc.tuning.checks import check_params
 from recbole_lsc.tuning.objective import Objective
 from recbole_lsc.tuning.params_file import grid, read_params, require_hyperopt, search_space
@@ -74,19 +73,9 @@ def table_rows(trials, best):
     return header, rows
 
 
-def markdown(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join("**best**" if v is True else "" if v is False else cell(v) for v in row) + " |"
-              for row in rows]
-    return "\n".join(lines)
-
-
-def comma_separated(header, rows):
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([[json.dumps(v) if isinstance(v, (list, dict)) else v for v in row] for row in rows])
-    return buffer.getvalue()
+def table_cell(value):
+    """A cell of the trials' table: the best trial marked, other flags blank."""
+    return "**best**" if value is True else "" if value is False else cell(value)
 
 
 def write_tables(out, summary):
@@ -94,10 +83,11 @@ def write_tables(out, summary):
     trials = summary["trials"]
     best = next(trial for trial in trials if trial["trial"] == summary["best_trial"])
     header, rows = table_rows(trials, best)
-    table = markdown(header, rows)
+    table = "\n".join(markdown_lines(header, rows, table_cell))
     write_text_atomic(os.path.join(out, "tune.md"), f"# {summary['model']} on {summary['dataset']}: "
                       f"{len(trials)} trials, best on valid {summary['valid_metric']}\n\n{table}\n")
-    write_text_atomic(os.path.join(out, "tune.csv"), comma_separated(header, rows))
+    flat = [[json.dumps(v) if isinstance(v, (list, dict)) else v for v in row] for row in rows]
+    write_text_atomic(os.path.join(out, "tune.csv"), csv_text(header, flat))
     write_json_atomic(os.path.join(out, "tune.json"), summary)
     return table
 
