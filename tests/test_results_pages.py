@@ -129,6 +129,7 @@ def test_readme_headline_tables_are_up_to_date():
 def test_headline_table_lists_lsc4rec_and_single_models_only(tmp_path):
     for seed in (1, 2):
         write(str(tmp_path / f"r/seed{seed}/results.json"), payload(seed, 0.1, 0.2))
-    table = headline_table(str(tmp_path / "r"))
+    table, _, epochs = headline_table(str(tmp_path / "r")).partition("\n\n")
     assert table.splitlines()[2] == "| LSC4Rec (full) | SASRec | 0.2000 ± 0.0000 | - | - | - | - |"
     assert len(table.splitlines()) == 4
+    assert epochs == "Epochs trained per seed, toy / SASRec: `srm` 9 (best 4), 9 (best 4).\n"

@@ -16,7 +16,7 @@ import sys
 
 from recbole_lsc.leaderboard.command import table_metrics
 from recbole_lsc.leaderboard.run_files import find_results, label_runs
-from recbole_lsc.leaderboard.table import SINGLE_ROLES, aggregate, seed_count
+from recbole_lsc.leaderboard.table import SINGLE_ROLES, aggregate, cost_rows, seed_count
 from recbole_lsc.files import write_text_atomic
 
 BLOCK = re.compile(r"(<!-- headline: (?P<folder>[^ ]+) -->\n)(?P<body>.*?)(<!-- /headline -->)", re.DOTALL)
@@ -44,7 +44,21 @@ def headline_table(folder):
         p = [f"{tests[role]['wilcoxon_p']:.2g}" if role in tests else "-" for role in P_COLUMNS]
         dataset = f"{row['dataset']} | " if lines[0].startswith("| dataset") else ""
         lines.append(f"| {dataset}{row['method']} | {row['backbone']} | {_cell(row, metric)} | " + " | ".join(p) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *_epochs_lines(runs)]) + "\n"
+
+
+EPOCH_COLUMNS = {"llm_epochs_per_seed": "cloud LLM", "srm_epochs_per_seed": "`srm`",
+                 "device_srm_epochs_per_seed": "device SRM"}
+
+
+def _epochs_lines(runs):
+    """Each model's epochs trained and best epoch per seed, under the table it produced."""
+    lines = []
+    for cost in cost_rows(runs):
+        models = [f"{name} {cost[key]}" for key, name in EPOCH_COLUMNS.items() if cost.get(key)]
+        where = " / ".join(part for part in (cost["dataset"], cost["variant"], cost["backbone"]) if part != "-")
+        lines.append(f"Epochs trained per seed, {where}: " + ("; ".join(models) or "not recorded") + ".")
+    return lines
 
 
 def refreshed(text, base):
