@@ -276,3 +276,14 @@ def test_duplicate_names_and_yaml_paths_are_respected(tmp_path):
     assert not any(arg.startswith(("--trained_llm_cache", "--checkpoint_dir")) for arg in jobs[0].overrides)
     config = next(iter(configs.values()))["config"]
     assert config["trained_llm_cache"] is None and config["checkpoint_dir"] == "/tmp/ckpts"
+
+
+def test_job_id_ignores_deployment_keys_but_not_experiment_keys():
+    """A resumed sweep finds its finished seeds after a serving key is added or changed; a key that
+    changes what the simulation measures gives a new job."""
+    snapshot = {"fusion_alpha": 0.5, "llm_epochs": 3, "seed": 2020, "serve_max_queue": 64, "request_timeout": 2.0}
+    same = sweep.snapshot_id(snapshot)
+    assert sweep.snapshot_id({**snapshot, "serve_max_latency_ms": 40, "replay_clients": 8}) == same
+    assert sweep.snapshot_id({**snapshot, "serve_max_queue": 8, "request_timeout": 0.5, "seed": 2021}) == same
+    assert sweep.snapshot_id({**snapshot, "fusion_alpha": 0.6}) != same
+    assert sweep.snapshot_id({**snapshot, "retrain_epochs": 2}) != same

@@ -28,7 +28,10 @@ from recbole_lsc.results import config_snapshot
 # Keys that locate or label a job rather than define its experiment.
 _NOT_EXPERIMENT = ("seed", "seeds", "run_name", "results_dir", "checkpoint_dir", "trained_llm_cache",
                    "trained_srm_cache", "device",
-                   "gpu_id", "state", "show_progress")
+                   "gpu_id", "state", "show_progress", "request_timeout")
+# Deployment keys (the service, the replay) never change what a simulated run measures: adding or
+# changing one must not send a resumed sweep back to its first seed.
+_DEPLOYMENT_PREFIXES = ("serve_", "replay_")
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,8 @@ def config_id(config):
 
 def snapshot_id(snapshot):
     """:func:`config_id` of a stored config snapshot (``results.json``'s ``config``)."""
-    experiment = {k: v for k, v in snapshot.items() if k not in _NOT_EXPERIMENT}
+    experiment = {k: v for k, v in snapshot.items()
+                  if k not in _NOT_EXPERIMENT and not k.startswith(_DEPLOYMENT_PREFIXES)}
     return hashlib.sha256(json.dumps(experiment, sort_keys=True).encode("utf-8")).hexdigest()[:10]
 
 
