@@ -17,7 +17,8 @@ a loopback port, with ``--serve_max_queue``, ``--serve_max_latency_ms`` and ``--
    an ``httpx.AsyncClient`` instead: on a small machine it costs more CPU per request than the
    service, so the load generator, not the service, sets the pace) send requests in a
    closed loop (the next as soon as an answer arrives; after a 503 it waits the answer's
-   ``Retry-After``, as a well-behaved client does, or ``--backoff_ms``: 256 clients then still
+   ``Retry-After`` plus a random share of it, up to twice it, as a well-behaved client does, so that
+   the clients refused together do not come back together; or ``--backoff_ms``, exactly: 256 clients then still
    keep the queue full, since at most ``max_queue`` + ``max_batch`` requests are inside) while
    the replay's fresh turns run, for at least ``--duration`` seconds. Clients and service share
    this machine's CPUs, so client-side latency includes the clients' own wait for a CPU; the
@@ -50,6 +51,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -111,6 +113,14 @@ def cached_mismatches(replay_values, reference, cached):
 def retry_seconds(header):
     """The wait a ``Retry-After`` header asks for; 1 s when it is missing or not whole seconds."""
     return int(header) if header is not None and str(header).isdigit() else 1
+
+
+def jittered_retry_seconds(header, draw=random.random):
+    """The wait of a client refused with ``header``: ``Retry-After`` plus ``draw()`` (in [0, 1))
+    times it. Clients refused in the same instant would otherwise all return in the same instant
+    and meet a full queue again."""
+    wait = retry_seconds(header)
+    return wait * (1.0 + draw())
 
 
 def scraped_by_status(samples):
@@ -281,7 +291,7 @@ async def _flood_client(send, first, step, stop, backoff_s):
         records.append((status, time.perf_counter() - started, retry, at))
         index += step
         if status == 503:
-            await asyncio.sleep(backoff_s if backoff_s is not None else retry_seconds(retry))
+            await asyncio.sleep(backoff_s if backoff_s is not None else jittered_retry_seconds(retry))
     return records
 
 

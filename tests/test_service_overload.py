@@ -119,6 +119,24 @@ def test_a_full_queue_is_refused_at_once_with_retry_after_and_the_service_keeps_
     assert jam.statuses == [200, 200] and after.status_code == 200 and len(after.json()["items"]) == 3
 
 
+def test_overload_is_shed_before_the_body_is_read_and_the_connection_stays_usable(world, body):
+    """A refusal costs no parsing: while the queue is full even a body that is not JSON gets 503
+    (idle, it gets 400); the same keep-alive connection then carries a normal request."""
+    cloud = GatedCloud(world["llm"])
+    garbage = b"{not json" + b" " * 4000
+    with LoopbackServer(app_of(world, cloud=cloud, max_batch=1, max_queue=1)) as server:
+        with httpx.Client(base_url=server.url, timeout=10) as connection:
+            with Jammed(server, cloud, body) as jam:
+                jam.ask()
+                jam.wait_queued(1)
+                shed = connection.post("/candidates", content=garbage)
+            wait_until(lambda: jam.batcher.depth() == 0 and not jam.batcher.passing, "the queue drained")
+            idle = connection.post("/candidates", content=garbage)
+            answered = connection.post("/candidates", json=body)
+    assert shed.status_code == 503 and shed.headers["retry-after"].isdigit()
+    assert "1 requests wait, at most 1" in shed.json()["error"]
+    assert idle.status_code == 400 and answered.status_code == 200 and len(answered.json()["items"]) == 3
+
 def test_retry_after_counts_the_passes_a_full_queue_needs_at_the_recent_pass_time(world):
     batcher = MicroBatcher(InProcessCloud(world["llm"], 64, "cpu"), max_batch=2, max_queue=4)
     assert batcher.retry_after() == 1  # no pass yet: the least Retry-After says
@@ -246,6 +264,9 @@ def test_the_benchmark_groups_latency_by_status_with_the_replays_percentiles(ove
     assert overload.retry_after_summary(["1", "3", None, "x", "0"]) == {"answers": 5, "valid": 2, "min_s": 1,
                                                                         "max_s": 3}
     assert [overload.retry_seconds(value) for value in ("2", None, "soon")] == [2, 1, 1]
+    # never sooner than Retry-After, never later than twice it
+    assert [overload.jittered_retry_seconds("2", lambda: share) for share in (0.0, 0.25, 0.999)] == [2.0, 2.5, 3.998]
+    assert overload.jittered_retry_seconds(None, lambda: 0.5) == 1.5
 
 
 def test_the_benchmark_compares_metrics_with_what_clients_received(overload):

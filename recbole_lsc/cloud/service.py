@@ -10,7 +10,7 @@ limits, 400 for a body that is not JSON or a deadline that is not a number, 422 
 items, an empty history or a bad ``k``), and the service keeps running.
 
 Overload is shed, not queued without end: at most ``max_queue`` requests wait for a forward
-pass; one more is answered 503 at once, with ``Retry-After`` (whole seconds, from the recent
+pass; one more is answered 503 at once, before its body is read, with ``Retry-After`` (whole seconds, from the recent
 forward-pass time), and so is a request that would wait longer than ``max_latency_ms`` for its
 answer (the passes ahead of it at the recent pass time; 0: no bound). A request may carry its caller's deadline (header ``X-Request-Deadline``,
 unix seconds); when it has passed before the request's forward pass, the request is dropped
@@ -164,14 +164,20 @@ class MicroBatcher:
             self.task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
+    def admit(self):
+        """Raise :class:`Overloaded` when a request arriving now would be refused: the queue is
+        full, or it could not be answered within the latency bound. Called before a request's
+        body is read (so shedding costs no parsing) and again when it is queued."""
+        if self.queue.full() or self._cannot_answer_in_time():  # a full queue is not the only sign
+            raise Overloaded(self.retry_after())
+
     async def submit(self, history_ids, k, deadline=None):
         """The answer for one request; :class:`Overloaded` at once when the queue is full,
         :class:`DeadlineExpired` when ``deadline`` (unix seconds) passes before its forward pass."""
         if _expired(deadline):
             self.expired += 1
             raise DeadlineExpired()
-        if self._cannot_answer_in_time():  # a full queue is not the only sign of overload
-            raise Overloaded(self.retry_after())
+        self.admit()
         future = asyncio.get_running_loop().create_future()
         try:
             self.queue.put_nowait(Waiting(history_ids, k, deadline, future))
@@ -379,6 +385,11 @@ def create_app(cloud, item_tokens, model_version, token=None, limits=ServiceLimi
     def refuse(status, message, headers=None):
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
+    def overloaded(full):
+        return refuse(QUEUE_FULL_STATUS, f"the service is overloaded ({batcher.depth()} requests wait, at most "
+                                         f"{max_queue}); retry after {full.retry_after} s",
+                      {"Retry-After": str(full.retry_after)})
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "model_id": cloud.model_id, "model_version": model_version,
@@ -405,8 +416,11 @@ def create_app(cloud, item_tokens, model_version, token=None, limits=ServiceLimi
             return refuse(401, "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
                           {"WWW-Authenticate": "Bearer"})
         try:
+            batcher.admit()  # shed before the body is read and parsed: a refusal costs next to nothing
             history, k = checks.parse(await _read_body(request, limits.max_body_bytes))
             deadline = _deadline(request)
+        except Overloaded as full:
+            return overloaded(full)
         except BadRequest as err:
             return refuse(err.status, err.message)
         except Exception as err:  # noqa: BLE001 - whatever a request sends, the service answers and stays up
@@ -416,9 +430,7 @@ def create_app(cloud, item_tokens, model_version, token=None, limits=ServiceLimi
         try:
             ids, scores, model_id, history_len = await batcher.submit(history, k, deadline)
         except Overloaded as full:
-            return refuse(QUEUE_FULL_STATUS, f"the service is overloaded ({max_queue} requests already wait); "
-                                             f"retry after {full.retry_after} s",
-                          {"Retry-After": str(full.retry_after)})
+            return overloaded(full)
         except DeadlineExpired:
             return refuse(DEADLINE_PASSED_STATUS, f"the request's {DEADLINE_HEADER} passed before the cloud reached "
                                                   "it; it was dropped unanswered")
