@@ -664,8 +664,8 @@ def main(argv=None):
     figures.update(benchmark="service_overload", dataset=args.dataset, run=args.run or "trained here", trained=trained,
                    command=" ".join(["python benchmarks/service_overload.py", *(argv or sys.argv[1:])]),
                    machine=environment("cpu"),
-                   note="the service's speed is measured, not the model's quality; one of the machine's cores ran "
-                        "another job throughout (see /proc/loadavg)")
+                   note="the service's speed is measured, not the model's quality; the flood's clients and the "
+                        "replay's devices share this machine's CPUs with the service (other jobs: see /proc/loadavg)")
     figures["checks"] = done_when(figures)
     figures["passed"] = all(figures["checks"].values())
     write_json_atomic(out, figures)
