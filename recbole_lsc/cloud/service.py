@@ -179,10 +179,7 @@ class MicroBatcher:
             raise DeadlineExpired()
         self.admit()
         future = asyncio.get_running_loop().create_future()
-        try:
-            self.queue.put_nowait(Waiting(history_ids, k, deadline, future))
-        except asyncio.QueueFull:
-            raise Overloaded(self.retry_after()) from None
+        self.queue.put_nowait(Waiting(history_ids, k, deadline, future))  # admit() saw room; nothing awaited since
         return await future
 
     async def _collect(self):
