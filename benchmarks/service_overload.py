@@ -20,8 +20,9 @@ a loopback port, with ``--serve_max_queue``, ``--serve_max_latency_ms`` and ``--
    ``Retry-After`` plus a random share of it, up to twice it, as a well-behaved client does, so that
    the clients refused together do not come back together; or ``--backoff_ms``, exactly: 256 clients then still
    keep the queue full, since at most ``max_queue`` + ``max_batch`` requests are inside) while
-   the replay's fresh turns run, for at least ``--duration`` seconds. Clients and service share
-   this machine's CPUs, so client-side latency includes the clients' own wait for a CPU; the
+   the replay's fresh turns run, for at least ``--duration`` seconds. The service is pinned to
+   ``--service_cpus`` of this machine's CPUs and every client to the others (``all``: they share
+   them, and client-side latency includes the clients' own wait for a CPU); the
    service's own view (``lsc_candidate_request_seconds`` between a scrape when the flood starts
    and one after it) is reported beside it, as the bucket bounds its p50 and p99 lie under;
 4. ``/health`` must answer afterwards, and ``/metrics`` (Prometheus text) must count what the
@@ -48,6 +49,7 @@ block between ``<!-- service_overload:begin -->`` and ``<!-- service_overload:en
 """
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -108,6 +110,23 @@ def cached_mismatches(replay_values, reference, cached):
     exactly the simulation's for the cached list (``reference``)."""
     replay_values, reference = np.asarray(replay_values, dtype=np.float64), np.asarray(reference, dtype=np.float64)
     return [int(index) for index in np.flatnonzero(np.asarray(cached, dtype=bool) & (replay_values != reference))]
+
+
+def split_cpus(available, service_cpus):
+    """``(service CPUs, client CPUs)`` of the CPU ids ``available`` (the benchmark's affinity).
+
+    ``service_cpus`` is ``half`` (the lower half, at least one CPU, for the service; the rest
+    for every client: the unloaded one, the replay's devices and the flood), ``all`` (no split:
+    clients and service share every CPU) or an integer count for the service. A deployment runs
+    its devices on other machines: a split keeps the clients' own CPU use out of the service's
+    latency. Fewer than two CPUs cannot be split: both get all."""
+    cpus = sorted(available)
+    if service_cpus == "all" or len(cpus) < 2:
+        return set(cpus), set(cpus)
+    count = max(1, len(cpus) // 2) if service_cpus == "half" else int(service_cpus)
+    if not 1 <= count < len(cpus):
+        raise ValueError(f"--service_cpus must leave the clients at least one of the {len(cpus)} CPUs; got {count}")
+    return set(cpus[:count]), set(cpus[count:])
 
 
 def retry_seconds(header):
@@ -452,7 +471,9 @@ def measure(args, run_dir):
                     f"--serve_max_batch={args.max_batch}", f"--serve_max_latency_ms={args.max_latency_ms}",
                     f"--serve_threads={args.serve_threads}", "--state=ERROR"]
     figures = {"service": {"args": service_args}, "loadavg_before": _loadavg()}
-    with ServiceProcess(service_args) as service:
+    service_cpus, client_cpus = split_cpus(os.sched_getaffinity(0), args.service_cpus)
+    figures["cpus"] = {"service": sorted(service_cpus), "clients": sorted(client_cpus)}
+    with pinned_service(service_args, service_cpus, client_cpus) as service:
         warm_statuses, seconds = unloaded(service.url, bodies, args.requests)
         figures["unloaded"] = {"requests": len(seconds), "statuses": client_by_status(warm_statuses[-len(seconds):]),
                                "latency_ms": _percentiles(seconds)}
@@ -471,6 +492,33 @@ def measure(args, run_dir):
     figures["service"].update(max_queue=health["max_queue"], serve_threads=args.serve_threads,
                               max_batch=args.max_batch)
     return figures
+
+
+def cpu_note(cpus):
+    """How the measurement shared the CPUs, in words (the table's first line)."""
+    if cpus["service"] == cpus["clients"]:
+        return "the flood's clients and the replay's devices share this machine's CPUs with the service"
+    return (f"the service is pinned to CPU {_ids(cpus['service'])} and every client (the unloaded one, the "
+            f"replay's devices, the flood) to CPU {_ids(cpus['clients'])}, as devices run on other machines")
+
+
+def _ids(cpus):
+    return ", ".join(map(str, cpus))
+
+
+@contextlib.contextmanager
+def pinned_service(service_args, service_cpus, client_cpus):
+    """The service started on ``service_cpus`` (its process inherits this one's affinity at the
+    fork); then this process, and every client it forks afterwards, moves to ``client_cpus``."""
+    os.sched_setaffinity(0, service_cpus)
+    try:
+        service = ServiceProcess(service_args).start()
+    finally:
+        os.sched_setaffinity(0, client_cpus)
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 def _flood_and_replay(url, bodies, args, config, srm, bundle, item_tokens, turns, trigger):
@@ -630,10 +678,14 @@ def arguments(argv):
     p.add_argument("--processes", type=int, default=2, help="flood processes the clients share (%(default)s)")
     p.add_argument("--max_queue", type=int, default=64, help="--serve_max_queue of the service (%(default)s)")
     p.add_argument("--max_batch", type=int, default=64, help="--serve_max_batch of the service (%(default)s)")
-    p.add_argument("--max_latency_ms", type=int, default=40,
+    p.add_argument("--max_latency_ms", type=int, default=25,
                    help="--serve_max_latency_ms of the service: 503 for a request expected to wait longer "
-                        "(0: bounded by the queue alone) (%(default)s)")
+                        "(0: bounded by the queue alone, when every pass grows to a whole --max_batch) "
+                        "(%(default)s)")
     p.add_argument("--serve_threads", type=int, default=1, help="torch threads of the service (%(default)s)")
+    p.add_argument("--service_cpus", default="half",
+                   help="CPUs pinned to the service, the rest to the clients: half, all (no split) or a count "
+                        "(default %(default)s)")
     p.add_argument("--requests", type=int, default=300, help="sequential unloaded requests (%(default)s)")
     p.add_argument("--duration", type=float, default=45.0, help="least flood seconds (%(default)s)")
     p.add_argument("--backoff_ms", type=float, default=None,
@@ -645,6 +697,8 @@ def arguments(argv):
     args, overrides = parse(p, argv)
     if args.processes < 1 or args.clients < args.processes:
         p.error("--clients must be >= --processes >= 1")
+    if args.service_cpus not in ("half", "all") and not args.service_cpus.isdigit():
+        p.error("--service_cpus must be half, all or a whole number of CPUs")
     return args, overrides
 
 
@@ -664,8 +718,8 @@ def main(argv=None):
     figures.update(benchmark="service_overload", dataset=args.dataset, run=args.run or "trained here", trained=trained,
                    command=" ".join(["python benchmarks/service_overload.py", *(argv or sys.argv[1:])]),
                    machine=environment("cpu"),
-                   note="the service's speed is measured, not the model's quality; the flood's clients and the "
-                        "replay's devices share this machine's CPUs with the service (other jobs: see /proc/loadavg)")
+                   note=f"the service's speed is measured, not the model's quality; {cpu_note(figures['cpus'])} "
+                        "(other jobs: see /proc/loadavg)")
     figures["checks"] = done_when(figures)
     figures["passed"] = all(figures["checks"].values())
     write_json_atomic(out, figures)

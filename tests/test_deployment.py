@@ -307,3 +307,22 @@ def test_replay_and_serve_refuse_bad_input_with_one_line(tiny_config, tmp_path, 
     assert "no trained cloud LLM" in lines[2] and "recbole-lsc --model=LSC4Rec" in lines[2]
     assert "serve_token_file" in lines[3]
     assert not os.path.exists(tmp_path / "results")  # nothing half-written
+
+
+def test_serve_freezes_what_it_loaded_out_of_the_collector_before_it_answers(monkeypatch):
+    """A full collection walks every tracked object: the loaded libraries and model must be out
+    of its reach (``gc.freeze``) by the time uvicorn answers, or each one stalls every request."""
+    import gc
+
+    from recbole_lsc.deployment import serve as serve_command
+
+    frozen = {}
+    monkeypatch.setattr(serve_command, "init_logger", lambda config: None)
+    monkeypatch.setattr(serve_command, "service_app", lambda config, run_dir: (object(), "v1"))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: frozen.setdefault("objects", gc.get_freeze_count()))
+    gc.unfreeze()
+    try:
+        serve_command.serve({"serve_threads": 0, "serve_host": "127.0.0.1", "serve_port": 0})
+    finally:
+        gc.unfreeze()
+    assert frozen["objects"] > 1000  # at least this test process's own modules

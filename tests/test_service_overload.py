@@ -269,6 +269,18 @@ def test_the_benchmark_groups_latency_by_status_with_the_replays_percentiles(ove
     assert overload.jittered_retry_seconds(None, lambda: 0.5) == 1.5
 
 
+def test_the_benchmark_splits_the_cpus_between_the_service_and_its_clients(overload):
+    assert overload.split_cpus({0, 1}, "half") == ({0}, {1})
+    assert overload.split_cpus({4, 2, 7, 5}, "half") == ({2, 4}, {5, 7})  # the lower ids serve
+    assert overload.split_cpus({0, 1, 2, 3}, "3") == ({0, 1, 2}, {3})
+    assert overload.split_cpus({0, 1}, "all") == ({0, 1}, {0, 1})
+    assert overload.split_cpus({3}, "half") == ({3}, {3})  # one CPU cannot be split
+    with pytest.raises(ValueError, match="at least one of the 2 CPUs"):
+        overload.split_cpus({0, 1}, "2")
+    assert "pinned to CPU 0" in overload.cpu_note({"service": [0], "clients": [1]})
+    assert "share" in overload.cpu_note({"service": [0, 1], "clients": [0, 1]})
+
+
 def test_the_benchmark_compares_metrics_with_what_clients_received(overload):
     samples = {("lsc_candidate_requests_total", (("status", "200"),)): 5.0,
                ("lsc_candidate_requests_total", (("status", "503"),)): 2.0, ("lsc_queue_depth", ()): 0.0}
