@@ -26,10 +26,10 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from recbole_lsc.files import file_sha256
+from recbole_lsc.cloud.backbone_names import SMOLLM2, TINY, local_backbone_folder
 from recbole_lsc.errors import ConfigError, first_line
+from recbole_lsc.files import file_sha256
 
-SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MANIFEST = "recbole_lsc_cache.json"
 
@@ -101,8 +101,8 @@ def _source_id(gguf_file):
 def backbone_fingerprint(name):
     """What identifies a backbone's weights: ``tiny``, the SmolLM2 GGUF it comes from, or the
     SHA-256 of every file of a local model folder (a path alone says nothing of its content)."""
-    if name == "tiny":
-        return "tiny"
+    if name == TINY:
+        return TINY
     if name == SMOLLM2:
         return _source_id(smollm2_gguf_path())
     folder = os.path.expanduser(str(name))  # as resolve_backbone_folder reads it
@@ -172,15 +172,7 @@ def resolve_backbone_folder(name, cache_dir):
                 return _smollm2_folder(cache_dir)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
-    folder = os.path.expanduser(str(name))
-    if not os.path.isdir(folder):
-        raise ConfigError(
-            f"llm_backbone '{name}' is neither 'tiny', '{SMOLLM2}' nor an existing folder; "
-            "give the path of a local Hugging Face model folder"
-        )
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise ConfigError(f"llm_backbone folder '{folder}' has no config.json: it is not a Hugging Face model folder")
-    return folder
+    return local_backbone_folder(name)
 
 
 def load_pretrained(name, cache_dir, need_tokenizer):
