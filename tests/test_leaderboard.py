@@ -10,7 +10,7 @@ import pytest
 import recbole_lsc.leaderboard.sweep as sweep
 from recbole_lsc.cli import main
 from recbole_lsc.leaderboard import plots
-from recbole_lsc.leaderboard.table import aggregate, cost_rows, markdown
+from recbole_lsc.leaderboard.table import aggregate, cost_rows, csv_rows, markdown
 from tests.conftest import write_tiny_ml100k
 
 
@@ -135,6 +135,22 @@ def test_markdown_headers_name_the_sample_std():
     text = markdown(rows, ["ndcg@10"], {})
     assert "| ndcg@10 (mean ± sample std over 2 seeds) |" in text
     assert "0.1400 ± 0.0141" in text and "sample standard deviation (ddof = 1)" in text
+
+
+def test_every_row_shows_the_validation_mean_its_choices_are_made_on():
+    runs = runs_for("SASRec", {1: 0.0, 2: 0.02})
+    for run, valid in zip(runs, (0.30, 0.40)):
+        for row in run["results"]["results"]:
+            row["valid"] = {"ndcg@10": valid + 0.1 * (row["role"] == "lsc4rec")}
+    rows = aggregate(runs, "ndcg@10")
+    lsc = next(row for row in rows if row["method"] == "LSC4Rec")
+    assert lsc["valid"]["ndcg@10"] == pytest.approx(0.45) and lsc["test"]["ndcg@10"] == pytest.approx(0.14)
+    text = markdown(rows, ["ndcg@10"], {}, valid_metric="ndcg@10")
+    assert "| valid ndcg@10 (mean) |" in text
+    assert "| 0.1400 ± 0.0141 | 0.4500 |" in next(line for line in text.splitlines() if "| LSC4Rec | SASRec |" in line)
+    assert "valid ndcg@10" not in markdown(rows, ["ndcg@10"], {})
+    flat = {row["method"]: row for row in csv_rows(rows, ["ndcg@10"], "ndcg@10")}
+    assert flat["LSC4Rec"]["valid_ndcg@10"] == pytest.approx(0.45)
 
 
 def test_one_seed_rows_show_the_mean_without_a_spread():

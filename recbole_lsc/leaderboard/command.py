@@ -77,8 +77,8 @@ def write_leaderboard(out, runs, configs, metric, metrics, complete):
         "metric": metric, "complete": complete, "versions": package_versions(), "rows": rows, "costs": costs,
         "configs": configs,
     })
-    write_text_atomic(os.path.join(out, "leaderboard.csv"), _csv_of(csv_rows(rows, metrics)))
-    write_text_atomic(os.path.join(out, "leaderboard.md"), markdown(rows, metrics, configs, costs))
+    write_text_atomic(os.path.join(out, "leaderboard.csv"), _csv_of(csv_rows(rows, metrics, metric)))
+    write_text_atomic(os.path.join(out, "leaderboard.md"), markdown(rows, metrics, configs, costs, metric))
     figures = []
     for dataset in sorted({run["dataset"] for run in runs}):
         ours = [row for row in rows if row["dataset"] == dataset]
@@ -115,7 +115,7 @@ def main(argv):
     runs = collect(jobs)
     complete = len(runs) == len(jobs)
     rows = write_leaderboard(args.out, runs, configs, metric, metrics, complete=complete)[0] if runs else []
-    print(markdown(rows, metrics, configs, cost_rows(runs)))
+    print(markdown(rows, metrics, configs, cost_rows(runs), metric))
     for job, message in failures:
         print(f"error: job {job.run_name} failed: {message}", file=sys.stderr)
     if not complete:

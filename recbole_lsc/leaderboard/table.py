@@ -6,7 +6,9 @@ that row ran with, e.g. its cloud backbone; empty without variants). The cloud-o
 per dataset, variant and seed), so they appear once per dataset and variant with backbone
 ``-``. Ranks order every row of a dataset, across variants, by mean test ``metric`` (1 = best;
 ties share the better rank). Each LSC4Rec row carries the paired tests (over test users,
-per-user metric averaged over seeds) against every single model of its variant and backbone.
+per-user metric averaged over seeds) against every single model of its variant and backbone,
+and every row its validation figures (``valid``, mean over seeds): defaults and variants are
+chosen on them, never on test, so the table shows what a choice was made on.
 """
 
 import numpy as np
@@ -36,10 +38,11 @@ def aggregate(runs, metric):
             key = (run["dataset"], variant, method_name(row), backbone)
             group = groups.setdefault(key, {"role": row["role"], "device_catalogue": row.get("device_catalogue"),
                                             "retrain_scope": row.get("retrain_scope"), "seeds": {},
-                                            "config_ids": set(), "runs": []})
+                                            "valid": {}, "config_ids": set(), "runs": []})
             if run["seed"] in group["seeds"]:  # a cloud row seen through another backbone
                 continue
             group["seeds"][run["seed"]] = row["test"]
+            group["valid"][run["seed"]] = row.get("valid", {})
             group["config_ids"].add(run["config_id"])
             group["runs"].append(run["path"])
         users = payload.get("per_user_test")
@@ -53,7 +56,7 @@ def aggregate(runs, metric):
         rows.append({
             "dataset": dataset, "variant": variant, "method": method, "role": group["role"], "backbone": backbone,
             "device_catalogue": group["device_catalogue"], "retrain_scope": group["retrain_scope"],
-            "seeds": seeds, "test": mean, "test_std": std,
+            "seeds": seeds, "test": mean, "test_std": std, "valid": mean_std([group["valid"][seed] for seed in seeds])[0],
             "config_id": sorted(group["config_ids"]), "runs": group["runs"],
         })
     _attach_paired_tests(rows, per_user)
@@ -93,8 +96,9 @@ def _rank(rows, metric):
             row["rank"] = 1 + sum(score(other) > score(row) for other in ours)
 
 
-def markdown(rows, metrics, configs, costs=()):
-    """The leaderboard as markdown: one table per dataset, the costs, then the configs by id (when given)."""
+def markdown(rows, metrics, configs, costs=(), valid_metric=None):
+    """The leaderboard as markdown: one table per dataset, the costs, then the configs by id (when
+    given); with ``valid_metric``, a column of its validation mean beside the test columns."""
     lines = []
     with_variant = any(row["variant"] for row in rows)
     for dataset in sorted({row["dataset"] for row in rows}):
@@ -102,19 +106,22 @@ def markdown(rows, metrics, configs, costs=()):
         spread = f"mean ± sample std over {seed_count([len(r['seeds']) for r in rows if r['dataset'] == dataset])}"
         head = ["rank", *(["variant"] if with_variant else []), "method", "backbone", "seeds",
                 *(f"{metric} ({spread})" for metric in metrics),
-                "p vs SRM", "p vs re-rank", "p vs LLM stale", "p vs LLM fresh", "config"]
+                *([f"valid {valid_metric} (mean)"] if valid_metric else []), "p vs SRM", "p vs re-rank", "p vs LLM stale", "p vs LLM fresh", "config"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in (r for r in rows if r["dataset"] == dataset):
             cells = [str(row["rank"]), *([row["variant"] or "-"] if with_variant else []), row["method"],
                      row["backbone"], str(len(row["seeds"]))]
             cells += [_mean_std(row, metric) for metric in metrics]
+            if valid_metric:
+                cells.append(_valid(row, valid_metric))
             tests = row.get("paired_tests", {})
             cells += [_p(tests.get(role)) for role in SINGLE_ROLES]
             cells.append(" ".join(row["config_id"]))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["Metrics: mean ± sample standard deviation (ddof = 1) over the row's seeds (the mean alone with one seed). "
-              "p: two-sided Wilcoxon signed-rank test over test users of LSC4Rec against the single model "
+    lines += ["Metrics: test, mean ± sample standard deviation (ddof = 1) over the row's seeds (the mean alone with "
+              "one seed)" + ("; valid: the validation figure every choice is made on, mean over the seeds" if valid_metric
+                             else "") + ". p: two-sided Wilcoxon signed-rank test over test users of LSC4Rec against the single model "
               "(per-user metric averaged over seeds).", ""]
     if costs:
         lines += ["## costs", "", "| " + " | ".join(COST_COLUMNS) + " |", "|" + "---|" * len(COST_COLUMNS)]
@@ -190,8 +197,9 @@ def _cell(value):
     return str(value)
 
 
-def csv_rows(rows, metrics):
-    """Flat rows for ``leaderboard.csv`` (means, sample stds over seeds, p-values, config id)."""
+def csv_rows(rows, metrics, valid_metric=None):
+    """Flat rows for ``leaderboard.csv`` (test means, sample stds over seeds, the validation mean
+    of ``valid_metric``, p-values, config id)."""
     flat = []
     for row in rows:
         item = {key: row[key] for key in ("dataset", "variant", "rank", "method", "role", "backbone")}
@@ -199,6 +207,8 @@ def csv_rows(rows, metrics):
         for metric in metrics:
             item[metric] = row["test"].get(metric)
             item[f"{metric}_std"] = row["test_std"].get(metric)
+        if valid_metric:
+            item[f"valid_{valid_metric}"] = row.get("valid", {}).get(valid_metric)
         for role in SINGLE_ROLES:
             item[f"p_vs_{role}"] = row.get("paired_tests", {}).get(role, {}).get("wilcoxon_p")
         item["config_id"] = " ".join(row["config_id"])
@@ -222,6 +232,11 @@ def _mean_std(row, metric):
     if len(row["seeds"]) < 2:
         return f"{row['test'][metric]:.4f}"
     return f"{row['test'][metric]:.4f} ± {row['test_std'][metric]:.4f}"
+
+
+def _valid(row, metric):
+    value = row.get("valid", {}).get(metric)
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _p(test):
