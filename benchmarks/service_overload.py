@@ -33,7 +33,8 @@ unloaded p99; 503s answered at once (p99 <= 10x unloaded p99, median below the a
 median) and each carrying an integer ``Retry-After`` >= 1 (these latencies over the flood's
 requests sent after the replay ended: while it runs, its device processes, other machines in
 a deployment, take this machine's CPU too; the whole flood's are reported beside them); no status but 200/503/504 and no
-connection error; the service healthy afterwards; the replay shed > 0 requests and differs
+connection error; the service healthy afterwards; every replayed device got its initial list (one refused it has
+nothing to show); the replay shed > 0 requests and differs
 from the simulation only where a call failed; every user whose fresh request failed scores
 exactly what the simulation gives a user shown its cached list (:func:`cached_list_reference`);
 ``/metrics``' requests by status equal the clients' counts.
@@ -125,7 +126,8 @@ def split_cpus(available, service_cpus):
         return set(cpus), set(cpus)
     count = max(1, len(cpus) // 2) if service_cpus == "half" else int(service_cpus)
     if not 1 <= count < len(cpus):
-        raise ValueError(f"--service_cpus must leave the clients at least one of the {len(cpus)} CPUs; got {count}")
+        raise ValueError(f"--service_cpus must be between 1 and {len(cpus) - 1} (the clients need at least one of "
+                         f"the {len(cpus)} CPUs); got {count}")
     return set(cpus[:count]), set(cpus[count:])
 
 
@@ -182,6 +184,7 @@ def done_when(figures):
         "only_200_503_504": set(flood) <= {"200", "503", "504"},
         "healthy_afterwards": figures["health_after"].get("status") == "ok",
         "replay_shed": replay["shed"] > 0,
+        "every_replay_user_served": replay["served"] == replay["users"],
         "replay_same_where_the_cloud_answered": replay["differing_where_the_cloud_answered"] == 0,
         "cached_users_score_the_simulations_cached_list": replay["cached_check"]["users"] > 0
         and not replay["cached_check"]["mismatches"],
@@ -616,8 +619,8 @@ def table_lines(figures):
                                                          f"{retry['min_s']}-{retry['max_s']}"),
         ("queue depth (/health every 0.2 s): median, max", f"{metrics['queue_depth_during_flood']['median']}, "
                                                            f"{metrics['queue_depth_during_flood']['max']}"),
-        ("replay: users, requests asked / answered, shed, failures",
-         f"{replay['users']}, {replay['requests']['asked']} / {replay['requests']['answered']}, "
+        ("replay: users, served, requests asked / answered, shed, failures",
+         f"{replay['users']}, {replay['served']}, {replay['requests']['asked']} / {replay['requests']['answered']}, "
          f"{replay['shed']}, {replay['failures']}"),
         ("replay: differing where the cloud answered", replay["differing_where_the_cloud_answered"]),
         ("replay: users served from cache, mismatches with the simulation's cached list",
@@ -657,9 +660,14 @@ def write_docs(path, lines):
 
 
 def write_table(json_path, docs=None):
-    """The ``.md`` next to ``json_path`` (and the docs block) from the JSON figures."""
+    """The ``.md`` next to ``json_path`` (and the docs block) from the JSON figures; the checks
+    are computed again from the figures (a check added since the run applies to it)."""
     with open(json_path, encoding="utf-8") as handle:
-        lines = table_lines(json.load(handle))
+        figures = json.load(handle)
+    figures["checks"] = done_when(figures)
+    figures["passed"] = all(figures["checks"].values())
+    write_json_atomic(json_path, figures)
+    lines = table_lines(figures)
     with open(os.path.splitext(json_path)[0] + ".md", "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     if docs:
@@ -699,6 +707,10 @@ def arguments(argv):
         p.error("--clients must be >= --processes >= 1")
     if args.service_cpus not in ("half", "all") and not args.service_cpus.isdigit():
         p.error("--service_cpus must be half, all or a whole number of CPUs")
+    try:  # before anything is trained
+        split_cpus(os.sched_getaffinity(0), args.service_cpus)
+    except ValueError as err:
+        p.error(str(err))
     return args, overrides
 
 

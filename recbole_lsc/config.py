@@ -37,7 +37,7 @@ from recbole.config import Config
 from recbole.utils import ModelType
 from recbole.utils import argument_list as recbole_arguments
 
-from recbole_lsc.cloud.backbone_names import SMOLLM2, TINY, local_backbone_folder
+from recbole_lsc.cloud.backbone_names import TINY
 from recbole_lsc.config_schema import PROPERTIES_DIR, SCHEMA, refusal
 from recbole_lsc.device.features import LIST_FEATURES
 from recbole_lsc.device.policies import RULE_FEATURES, available_rules
@@ -254,11 +254,8 @@ class LSCConfig(Config):
         return self.final_config_dict[key]
 
     def _check_llm_backbone(self):
-        """A local backbone must be a model folder; the tiny cloud is trained from scratch: its
-        shape must be valid and it has nothing to adapt."""
+        """The tiny cloud is trained from scratch: its shape must be valid and it has nothing to adapt."""
         cfg = self.final_config_dict
-        if cfg.get("llm_backbone") not in (TINY, SMOLLM2, None):
-            local_backbone_folder(cfg["llm_backbone"])
         if cfg.get("llm_backbone") != TINY:
             return
         if cfg.get("llm_lora"):

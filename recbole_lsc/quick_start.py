@@ -12,7 +12,8 @@ import sys
 from recbole.utils import init_logger, init_seed
 
 from recbole_lsc.arguments import command_line
-from recbole_lsc.config import LSCConfig
+from recbole_lsc.cloud.backbone_names import check_backbone
+from recbole_lsc.config import PROTOCOL_MODELS, LSCConfig
 from recbole_lsc.deployment.run_folder import load_run, save_run_folder  # noqa: F401  (load_run: the API)
 from recbole_lsc.experiment.llmrec import run_llmrec
 from recbole_lsc.experiment.lsc4rec import run_lsc4rec
@@ -33,6 +34,8 @@ def run_recbole_lsc(model=None, dataset=None, config_file_list=None, config_dict
     The pipeline (``PIPELINES`` or the plain SRM one) returns ``(rows, extra_top_level_keys)``.
     """
     config = build_config(model, dataset, config_file_list, config_dict, cmd_args)
+    if config["model"] in PROTOCOL_MODELS:  # they build the cloud: its backbone must exist before data is read
+        check_backbone(config["llm_backbone"])
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = logging.getLogger()

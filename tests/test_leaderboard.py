@@ -151,6 +151,9 @@ def test_every_row_shows_the_validation_mean_its_choices_are_made_on():
     assert "valid ndcg@10" not in markdown(rows, ["ndcg@10"], {})
     flat = {row["method"]: row for row in csv_rows(rows, ["ndcg@10"], "ndcg@10")}
     assert flat["LSC4Rec"]["valid_ndcg@10"] == pytest.approx(0.45)
+    runs[1]["results"]["results"][-1]["valid"] = {}  # one seed without validation figures
+    lsc = next(row for row in aggregate(runs, "ndcg@10") if row["method"] == "LSC4Rec")
+    assert lsc["valid"] == {} and "| 0.1400 ± 0.0141 | - |" in markdown([lsc], ["ndcg@10"], {}, valid_metric="ndcg@10")
 
 
 def test_one_seed_rows_show_the_mean_without_a_spread():

@@ -122,6 +122,10 @@ def cli(data, *args, model="LSC4Rec", dataset="syn"):
         (["--fusion_alpha=half"], "config key 'fusion_alpha' must be a number in [0, 1] or 'auto', got 'half'"),
         (["--request_curve_ratios=[0.1,1.5]"], "'request_curve_ratios' must be a list of numbers in [0, 1]"),
         (["--save_dataset=True"], "'save_dataset' is not supported: recbole-lsc never writes or reads pickled"),
+        (["--llm_backbone=/no/such/model"], "llm_backbone '/no/such/model' is neither 'tiny', 'smollm2-135m' nor an "
+                                            "existing folder"),
+        (["--llm_backbone=smollm2-135M"], "llm_backbone 'smollm2-135M' is neither"),  # names are exact
+        (["--llm_backbone=~"], "llm_backbone is empty; set 'tiny', 'smollm2-135m' or the path"),
     ],
 )
 def test_config_errors_are_one_line_before_any_data(capsys, tmp_path, args, message):
@@ -129,6 +133,23 @@ def test_config_errors_are_one_line_before_any_data(capsys, tmp_path, args, mess
     assert cli(data, *args) == 2
     assert message in error_line(capsys)
     assert nothing_written()
+
+
+def test_a_backbone_folder_without_a_model_config_is_refused_before_any_data(capsys, tmp_path, monkeypatch):
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"")
+    monkeypatch.setattr("recbole_lsc.quick_start.PIPELINES", {})  # reaching a pipeline would be the defect
+    assert cli(write_messy(tmp_path), f"--llm_backbone={folder}", model="LLMRec") == 2
+    assert "has no config.json: it is not a Hugging Face model folder" in error_line(capsys)
+    assert nothing_written()
+
+
+def test_the_backbone_of_a_run_folder_is_not_a_config_check(tiny_config, tmp_path):
+    """A replayed run folder carries the training machine's backbone path and never loads the
+    cloud: reading its config must not need the folder."""
+    config = LSCConfig("LSC4Rec", "mltiny", config_dict={**tiny_config, "llm_backbone": str(tmp_path / "elsewhere")})
+    assert config["llm_backbone"] == str(tmp_path / "elsewhere")
 
 
 def test_misspelt_recbole_key_of_a_plain_model(capsys, tmp_path):

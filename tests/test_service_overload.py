@@ -275,8 +275,9 @@ def test_the_benchmark_splits_the_cpus_between_the_service_and_its_clients(overl
     assert overload.split_cpus({0, 1, 2, 3}, "3") == ({0, 1, 2}, {3})
     assert overload.split_cpus({0, 1}, "all") == ({0, 1}, {0, 1})
     assert overload.split_cpus({3}, "half") == ({3}, {3})  # one CPU cannot be split
-    with pytest.raises(ValueError, match="at least one of the 2 CPUs"):
-        overload.split_cpus({0, 1}, "2")
+    for count in ("0", "2"):
+        with pytest.raises(ValueError, match="must be between 1 and 1 .the clients need at least one of the 2 CPUs"):
+            overload.split_cpus({0, 1}, count)
     assert "pinned to CPU 0" in overload.cpu_note({"service": [0], "clients": [1]})
     assert "share" in overload.cpu_note({"service": [0, 1], "clients": [0, 1]})
 
@@ -302,7 +303,7 @@ def passing_figures():
                                                     "503": {"latency_ms": latency(2.0, 9.0)}}},
                       "retry_after": {"answers": 3, "valid": 3}},
             "health_after": {"status": "ok"}, "metrics": {"agrees": True},
-            "replay": {"shed": 4, "differing_where_the_cloud_answered": 0,
+            "replay": {"shed": 4, "differing_where_the_cloud_answered": 0, "users": 9, "served": 9,
                        "cached_check": {"users": 4, "mismatches": []}}}
 
 
@@ -315,6 +316,7 @@ def passing_figures():
     (lambda f: f["flood"]["by_status"].update({"500": {}}), "only_200_503_504"),
     (lambda f: f["flood"]["retry_after"].update(valid=2), "every_503_has_retry_after"),
     (lambda f: f["replay"].update(shed=0), "replay_shed"),
+    (lambda f: f["replay"].update(served=8), "every_replay_user_served"),  # one device never got a list
     (lambda f: f["replay"]["cached_check"].update(mismatches=[7]), "cached_users_score_the_simulations_cached_list"),
     (lambda f: f["metrics"].update(agrees=False), "metrics_count_what_clients_received"),
 ])

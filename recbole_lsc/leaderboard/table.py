@@ -56,7 +56,7 @@ def aggregate(runs, metric):
         rows.append({
             "dataset": dataset, "variant": variant, "method": method, "role": group["role"], "backbone": backbone,
             "device_catalogue": group["device_catalogue"], "retrain_scope": group["retrain_scope"],
-            "seeds": seeds, "test": mean, "test_std": std, "valid": mean_std([group["valid"][seed] for seed in seeds])[0],
+            "seeds": seeds, "test": mean, "test_std": std, "valid": _valid_mean([group["valid"][seed] for seed in seeds]),
             "config_id": sorted(group["config_ids"]), "runs": group["runs"],
         })
     _attach_paired_tests(rows, per_user)
@@ -83,6 +83,13 @@ def _attach_paired_tests(rows, per_user):
             "metric": seeds[0]["metric"],
             **{role: paired_test(mean[ours], mean[role]) for role in SINGLE_ROLES},
         }
+
+
+def _valid_mean(per_seed):
+    """Mean over seeds of each validation metric every seed reports (a row without validation
+    figures in one seed, e.g. a replay's, leaves that metric out rather than half-averaged)."""
+    common = set.intersection(*(set(valid) for valid in per_seed)) if per_seed else set()
+    return mean_std([{key: valid[key] for key in common} for valid in per_seed])[0] if common else {}
 
 
 def _rank(rows, metric):
