@@ -474,7 +474,7 @@ def measure(args, run_dir):
                     f"--serve_max_batch={args.max_batch}", f"--serve_max_latency_ms={args.max_latency_ms}",
                     f"--serve_threads={args.serve_threads}", "--state=ERROR"]
     figures = {"service": {"args": service_args}, "loadavg_before": _loadavg()}
-    service_cpus, client_cpus = split_cpus(os.sched_getaffinity(0), args.service_cpus)
+    service_cpus, client_cpus = args.cpu_split
     figures["cpus"] = {"service": sorted(service_cpus), "clients": sorted(client_cpus)}
     with pinned_service(service_args, service_cpus, client_cpus) as service:
         warm_statuses, seconds = unloaded(service.url, bodies, args.requests)
@@ -708,7 +708,7 @@ def arguments(argv):
     if args.service_cpus not in ("half", "all") and not args.service_cpus.isdigit():
         p.error("--service_cpus must be half, all or a whole number of CPUs")
     try:  # before anything is trained
-        split_cpus(os.sched_getaffinity(0), args.service_cpus)
+        args.cpu_split = split_cpus(os.sched_getaffinity(0), args.service_cpus)
     except ValueError as err:
         p.error(str(err))
     return args, overrides
